@@ -1,0 +1,419 @@
+"""CA operations: create the CA, load it, issue and sign server certificates.
+
+Each operation is one straight line: validate input -> (lock) -> keys -> pure builders ->
+lint + chain/hostname verification -> atomic store writes -> index.  Nothing is written
+unless every check passed.  Command modules call these functions and format the result.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import builders, certinfo, keys, names as namesmod, verify
+from .errors import StoreError, UsageError, VerificationError
+from .profiles import Profile, build_profile, load_profile
+from .store import Store
+
+CA_META = "ca.json"
+
+
+# ------------------------------------------------------------------ loading
+@dataclass
+class CA:
+    store: Store
+    meta: dict
+    root: object  # x509.Certificate
+    intermediate: object
+    _intermediate_key: object = None
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.meta["domains"])
+
+    @property
+    def profile(self) -> Profile:
+        return build_profile(self.meta.get("profile", "default"), self.meta.get("profile_data", {}))
+
+    @property
+    def intermediate_key(self):
+        if self._intermediate_key is None:
+            self._intermediate_key = keys.load_private(str(self.store.ca_file("intermediate.key")))
+            if keys.spki_der(self._intermediate_key.public_key()) != keys.spki_der(self.intermediate.public_key()):
+                raise StoreError(
+                    f"{self.store.ca_file('intermediate.key')} does not match intermediate.crt; restore both from a backup"
+                )
+        return self._intermediate_key
+
+    def root_key(self, passphrase: bytes | None):
+        return keys.load_private(str(self.store.ca_file("root.key")), passphrase)
+
+    def constraints(self) -> builders.Constraints:
+        return builders.Constraints(tuple(self.domains), tuple(self.meta.get("permitted_ip_ranges", [])))
+
+
+def _load_cert(path: Path):
+    from cryptography import x509
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise StoreError(f"{path} is missing; restore it from a backup") from None
+    except PermissionError:
+        raise StoreError(f"cannot read {path}: permission denied") from None
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError:
+        raise StoreError(f"{path} is not a valid PEM certificate (corrupt?); restore it from a backup") from None
+
+
+def load_ca(store: Store) -> CA:
+    store.require_ca()
+    try:
+        meta = json.loads(store.ca_file(CA_META).read_text())
+        if not isinstance(meta.get("domains"), list) or not meta["domains"]:
+            raise ValueError("no domains")
+    except (ValueError, OSError) as exc:
+        raise StoreError(f"{store.ca_file(CA_META)} is corrupt ({exc}); restore it from a backup") from None
+    return CA(store, meta, _load_cert(store.ca_file("root.crt")), _load_cert(store.ca_file("intermediate.crt")))
+
+
+# --------------------------------------------------------------------- init
+def _serial() -> int:
+    from cryptography import x509
+
+    return x509.random_serial_number()  # 159 random bits: positive, <= 20 octets
+
+
+def init_ca(store: Store, *, domains: list[str], org: str, profile: Profile, passphrase: bytes | None,
+            key_type: str | None = None, now: _dt.datetime | None = None) -> CA:
+    if store.exists():
+        raise StoreError(f"a CA already exists in {store.path}; refusing to overwrite it (use another --dir)")
+    doms = []
+    for d in domains:
+        nd = namesmod.normalize_domain(d)
+        if nd not in doms:
+            doms.append(nd)
+    if not doms:
+        raise UsageError("at least one --domain is needed: the CA may only vouch for names under it (e.g. --domain example.org)")
+    kt = keys.check_key_type(key_type or profile.ca_key_type)
+    now = now or certinfo.utcnow()
+    subject = builders.SubjectFields(
+        organization=org or profile.subject.get("organization", "") or doms[0],
+        organizational_unit=profile.subject.get("organizational_unit", ""),
+        country=profile.subject.get("country", ""),
+        state=profile.subject.get("state", ""),
+        locality=profile.subject.get("locality", ""),
+    )
+    constraints = builders.Constraints(tuple(doms), profile.permitted_ip_ranges)
+    label = subject.organization
+    root_key = keys.generate(kt)
+    int_key = keys.generate(kt)
+    root = builders.build_root(
+        root_key, common_name=f"{label} Root CA", subject=subject, constraints=constraints,
+        not_before=now - _dt.timedelta(minutes=profile.backdate_minutes),
+        not_after=now + _dt.timedelta(days=profile.root_days), serial=_serial(),
+    )
+    inter = builders.build_intermediate(
+        int_key.public_key(), issuer_cert=root, issuer_key=root_key, common_name=f"{label} Mail Intermediate CA",
+        subject=subject, constraints=constraints,
+        not_before=now - _dt.timedelta(minutes=profile.backdate_minutes),
+        not_after=min(now + _dt.timedelta(days=profile.intermediate_days), root.not_valid_after_utc), serial=_serial(),
+    )
+    verify.check_lint(root, "root", max_days=profile.root_days)
+    verify.check_lint(inter, "intermediate", max_days=profile.intermediate_days)
+    verify.verify_ca_pair(inter, root)
+    # Prove the chain works end to end (name constraints included) before writing it.
+    probe_key = keys.generate("ecdsa-p256")
+    probe = builders.build_leaf(
+        probe_key.public_key(), issuer_cert=inter, issuer_key=int_key, dns_names=[f"mailca-selftest.{doms[0]}"],
+        ip_addresses=[], not_before=now - _dt.timedelta(minutes=1), not_after=now + _dt.timedelta(days=1), serial=_serial(),
+    )
+    verify.verify_server_chain(probe, [inter], root, [f"mailca-selftest.{doms[0]}"], now=now)
+
+    from cryptography.hazmat.primitives import serialization
+
+    pem = serialization.Encoding.PEM
+    meta = {
+        "version": 1,
+        "domains": doms,
+        "organization": subject.organization,
+        "permitted_ip_ranges": list(profile.permitted_ip_ranges),
+        "profile": profile.name,
+        "profile_data": profile.raw,
+        "key_type": kt,
+        "created": certinfo.iso(now),
+        "root_encrypted": bool(passphrase),
+    }
+    with store.lock():
+        if store.exists():
+            raise StoreError(f"a CA already exists in {store.path}; refusing to overwrite it (use another --dir)")
+        from .store import ensure_dir
+
+        ensure_dir(store.ca_dir)
+        store.write_file(store.ca_file("root.key"), keys.private_pem(root_key, passphrase), private=True)
+        store.write_file(store.ca_file("intermediate.key"), keys.private_pem(int_key), private=True)
+        store.write_file(store.ca_file("root.crt"), root.public_bytes(pem))
+        store.write_file(store.ca_file("intermediate.crt"), inter.public_bytes(pem))
+        store.write_file(store.ca_file(CA_META), (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())
+        if not store.index_path.exists():
+            store.save_index({"certs": []})
+    return CA(store, meta, root, inter, int_key)
+
+
+# -------------------------------------------------------------------- issue
+@dataclass(frozen=True)
+class IssueRequest:
+    dns_names: tuple[str, ...]
+    ips: tuple[str, ...] = ()
+    key_types: tuple[str, ...] = ()
+    days: int | None = None
+    profile: str | None = None
+
+
+@dataclass
+class Issued:
+    entry: dict
+    live_dir: Path
+    version_dir: Path
+    cert: object = field(repr=False, default=None)
+
+    def as_dict(self, store: Store) -> dict:
+        e = self.entry
+        v = self.version_dir
+        return {
+            "name": e["name"],
+            "names": e["names"],
+            "ips": e["ips"],
+            "key_type": e["key_type"],
+            "serial": e["serial"],
+            "not_before": e["not_before"],
+            "not_after": e["not_after"],
+            "sha256_fingerprint": certinfo.colon_hex(e["cert_sha256"]),
+            "spki_sha256": e["spki_sha256"],
+            "tlsa_3_1_1": f"3 1 1 {e['spki_sha256']}",
+            "version": e["version"],
+            "live_dir": str(self.live_dir),
+            "paths": {
+                "cert": str(self.live_dir / "cert.pem"),
+                "chain": str(self.live_dir / "chain.pem"),
+                "fullchain": str(self.live_dir / "fullchain.pem"),
+                "key": str(self.live_dir / "key.pem"),
+                "keyfullchain": str(self.live_dir / "keyfullchain.pem"),
+            },
+            "archive_dir": str(v),
+        }
+
+
+def normalize_request(ca: CA, profile: Profile, hosts: list[str], sans: list[str], ips: list[str]) -> tuple[list[str], list[str]]:
+    """Validate every name against the name rules, the profile and the CA's constraints."""
+    dns: list[str] = []
+    for raw in list(hosts) + list(sans):
+        n = namesmod.normalize_dns_name(raw, allow_wildcard=profile.allow_wildcard)
+        if not namesmod.within(n, ca.domains):
+            raise UsageError(
+                f"name {raw!r} is outside this CA's permitted domains ({', '.join(ca.domains)}); "
+                "the name constraints would make every client reject it"
+            )
+        if n not in dns:
+            dns.append(n)
+    if not dns:
+        raise UsageError("no host name given: name at least one, e.g. 'mailca issue mail.example.org'")
+    addrs: list[str] = []
+    for raw in ips:
+        a = namesmod.parse_ip(raw)
+        if not profile.allow_ip:
+            raise UsageError(f"--ip {raw!r}: this profile does not allow IP addresses (set leaf.allow_ip and ca.permitted_ip_ranges)")
+        ranges = [ipaddress.ip_network(r, strict=False) for r in ca.meta.get("permitted_ip_ranges", [])]
+        if not any(ipaddress.ip_address(a) in r for r in ranges):
+            raise UsageError(
+                f"--ip {raw!r} is outside the CA's permitted IP ranges ({', '.join(map(str, ranges)) or 'none'}); "
+                "the name constraints would make clients reject it"
+            )
+        if a not in addrs:
+            addrs.append(a)
+    return dns, addrs
+
+
+def version_files(key, cert, intermediate, root, *, key_pem: bytes | None = None) -> dict[str, tuple[bytes, bool]]:
+    """The files of one certificate version: name -> (bytes, is_private).
+
+    * cert.pem: the leaf; chain.pem: the intermediate; fullchain.pem: leaf + intermediate
+      (Postfix ``smtpd_tls_cert_file``, Dovecot ``ssl_cert``);
+    * key.pem: the private key (0600);
+    * keyfullchain.pem: key, leaf, intermediate in one file (0600) - Postfix >= 3.4
+      ``smtpd_tls_chain_files``, which reads key and chain atomically from one file;
+    * fullchain-root.pem / keyfullchain-root.pem: the same with the root appended, for a
+      DANE-TA (2 x x) record whose trust anchor is the root (the server must send it).
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    pem = serialization.Encoding.PEM
+    kp = key_pem if key_pem is not None else keys.private_pem(key)
+    c, i, r = cert.public_bytes(pem), intermediate.public_bytes(pem), root.public_bytes(pem)
+    return {
+        "cert.pem": (c, False),
+        "chain.pem": (i, False),
+        "fullchain.pem": (c + i, False),
+        "fullchain-root.pem": (c + i + r, False),
+        "key.pem": (kp, True),
+        "keyfullchain.pem": (kp + c + i, True),
+        "keyfullchain-root.pem": (kp + c + i + r, True),
+    }
+
+
+def sign_leaf(ca: CA, public_key, *, dns: list[str], ips: list[str], days: int, profile: Profile,
+              now: _dt.datetime):
+    """Build, lint and verify one leaf; returns the certificate (nothing written)."""
+    not_after = now + _dt.timedelta(days=days)
+    if not_after > ca.intermediate.not_valid_after_utc:
+        raise UsageError(
+            f"--days {days} would outlive the intermediate CA (expires {certinfo.iso(ca.intermediate.not_valid_after_utc)}); "
+            "use fewer days or run 'mailca ca renew-intermediate' first"
+        )
+    cert = builders.build_leaf(
+        public_key, issuer_cert=ca.intermediate, issuer_key=ca.intermediate_key, dns_names=dns, ip_addresses=ips,
+        not_before=now - _dt.timedelta(minutes=profile.backdate_minutes), not_after=not_after,
+        serial=_serial(), crl_url=profile.crl_url or None,
+    )
+    verify.check_lint(cert, "leaf", max_days=days + profile.backdate_minutes / 1440)
+    verify.verify_server_chain(cert, [ca.intermediate], ca.root, dns + ips, now=now)
+    return cert
+
+
+def resolve_days(profile: Profile, days: int | None) -> int:
+    if days is None:
+        return profile.leaf_days
+    if days < 1 or days > profile.leaf_days:
+        raise UsageError(f"--days {days} is outside 1..{profile.leaf_days} allowed by profile {profile.name!r}")
+    return days
+
+
+def resolve_key_types(profile: Profile, requested: list[str]) -> list[str]:
+    out = []
+    for k in requested or profile.leaf_key_types:
+        kt = keys.check_key_type(k)
+        if kt not in profile.allowed_key_types:
+            raise UsageError(f"key type {kt} is not allowed by profile {profile.name!r}; allowed: {', '.join(profile.allowed_key_types)}")
+        if kt in out:
+            raise UsageError(f"key type {kt} given twice; a dual pair needs two different types, e.g. ecdsa-p256 and rsa-2048")
+        out.append(kt)
+    if len({k.split('-')[0] for k in out}) != len(out):
+        raise UsageError(f"key types {', '.join(out)}: at most one ECDSA and one RSA certificate per host (Postfix/Dovecot pick by algorithm)")
+    return out
+
+
+def profile_for(ca: CA, profile_name: str | None) -> Profile:
+    return ca.profile if profile_name is None else load_profile(profile_name)
+
+
+def commit_version(store: Store, ca: CA, *, name: str, key_type: str, key, cert, profile: Profile, source: str,
+                   key_pem: bytes | None = None, durable: bool = True, index: dict | None = None,
+                   save_index: bool = True) -> Issued:
+    """Write a verified certificate as a new version, record it in the index, swap live."""
+    files = version_files(key, cert, ca.intermediate, ca.root, key_pem=key_pem)
+    meta = {"name": name, "key_type": key_type, "profile": profile.name, "source": source}
+    files["meta.json"] = ((json.dumps(meta, sort_keys=True) + "\n").encode(), False)
+    version, vdir = store.write_version(name, key_type, files, durable=durable)
+    entry = certinfo.index_entry(cert, name=name, key_type=key_type, path=store.relpath(vdir), version=version,
+                                 profile=profile.name, source=source)
+    idx = index if index is not None else store.load_index()
+    idx["certs"].append(entry)
+    if save_index:
+        store.save_index(idx, durable=durable)
+    store.set_live(name, key_type, version)
+    return Issued(entry, store.live_dir(name, key_type), vdir, cert)
+
+
+def issue(store: Store, req: IssueRequest, *, now: _dt.datetime | None = None, ca: CA | None = None) -> list[Issued]:
+    """Issue one certificate per key type for the names in ``req`` (new keys)."""
+    ca = ca or load_ca(store)
+    profile = profile_for(ca, req.profile)
+    dns, ips = normalize_request(ca, profile, list(req.dns_names), [], list(req.ips))
+    kts = resolve_key_types(profile, list(req.key_types))
+    days = resolve_days(profile, req.days)
+    now = now or certinfo.utcnow()
+    prepared = []
+    for kt in kts:
+        key = keys.generate(kt)
+        cert = sign_leaf(ca, key.public_key(), dns=dns, ips=ips, days=days, profile=profile, now=now)
+        prepared.append((kt, key, cert))
+    out = []
+    with store.lock():
+        for kt, key, cert in prepared:
+            out.append(commit_version(store, ca, name=dns[0], key_type=kt, key=key, cert=cert, profile=profile, source="issue"))
+    return out
+
+
+# --------------------------------------------------------------------- sign
+def load_csr(path: str):
+    from cryptography import x509
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read CSR {path!r}: {exc.strerror}") from None
+    try:
+        csr = x509.load_pem_x509_csr(data) if b"-----BEGIN" in data else x509.load_der_x509_csr(data)
+    except ValueError:
+        raise UsageError(f"{path!r} is not a PEM or DER certificate signing request (PKCS#10)") from None
+    if not csr.is_signature_valid:
+        raise UsageError(f"CSR {path!r} has a bad signature: it was altered or not signed by its own key")
+    return csr
+
+
+def sign_csr(store: Store, csr_path: str, *, extra_sans: list[str], ips: list[str], days: int | None,
+             profile_name: str | None, now: _dt.datetime | None = None) -> Issued:
+    """Sign a CSR made on the mail server: only its public key and names are used."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    csr = load_csr(csr_path)
+    ca = load_ca(store)
+    profile = profile_for(ca, profile_name)
+    pub = csr.public_key()
+    kt = keys.key_type_of(pub)
+    if kt not in profile.allowed_key_types:
+        raise UsageError(f"the CSR's key type {kt} is not allowed by profile {profile.name!r}; allowed: {', '.join(profile.allowed_key_types)}")
+    names: list[str] = []
+    csr_ips: list[str] = []
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names += san.get_values_for_type(x509.DNSName)
+        csr_ips += [str(i) for i in san.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        pass
+    for attr in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+        if attr.value not in names:
+            names.insert(0, attr.value)
+    dns, addrs = normalize_request(ca, profile, names, extra_sans, csr_ips + list(ips))
+    days = resolve_days(profile, days)
+    now = now or certinfo.utcnow()
+    cert = sign_leaf(ca, pub, dns=dns, ips=addrs, days=days, profile=profile, now=now)
+    with store.lock():
+        return commit_csr_version(store, ca, dns[0], kt, cert, profile)
+
+
+def commit_csr_version(store: Store, ca: CA, name: str, kt: str, cert, profile: Profile) -> Issued:
+    """A CSR-signed version has no key in the store: the key stays on the mail server."""
+    from cryptography.hazmat.primitives import serialization
+
+    pem = serialization.Encoding.PEM
+    c, i, r = cert.public_bytes(pem), ca.intermediate.public_bytes(pem), ca.root.public_bytes(pem)
+    files = {
+        "cert.pem": (c, False), "chain.pem": (i, False), "fullchain.pem": (c + i, False),
+        "fullchain-root.pem": (c + i + r, False),
+        "meta.json": ((json.dumps({"name": name, "key_type": kt, "profile": profile.name, "source": "csr"}) + "\n").encode(), False),
+    }
+    version, vdir = store.write_version(name, kt, files)
+    entry = certinfo.index_entry(cert, name=name, key_type=kt, path=store.relpath(vdir), version=version,
+                                 profile=profile.name, source="csr")
+    idx = store.load_index()
+    idx["certs"].append(entry)
+    store.save_index(idx)
+    store.set_live(name, kt, version)
+    return Issued(entry, store.live_dir(name, kt), vdir, cert)

@@ -1,0 +1,109 @@
+"""Assembles the click group from ``mailca/commands/*.py`` and maps MailcaError to exit codes.
+
+Each module in ``mailca.commands`` exposes ``cli`` (a click command or group); the command
+name is the module name with ``_`` turned into ``-`` unless the module sets ``NAME``.
+Command modules import only click and mailca's light modules at top level: anything heavy
+(cryptography, pyOpenSSL) is imported inside the function that needs it, so that
+``mailca --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import sys
+
+import click
+
+from . import __version__
+from .errors import MailcaError
+
+_SKIP = {"common"}
+
+
+def _command_modules() -> dict[str, str]:
+    from . import commands
+
+    found = {}
+    for info in pkgutil.iter_modules(commands.__path__):
+        if info.name.startswith("_") or info.name in _SKIP:
+            continue
+        found[info.name.replace("_", "-")] = f"mailca.commands.{info.name}"
+    return found
+
+
+class LazyGroup(click.Group):
+    """Discovers command modules and imports each only when it is needed."""
+
+    def list_commands(self, ctx):
+        return sorted(_command_modules())
+
+    def get_command(self, ctx, name):
+        modname = _command_modules().get(name)
+        if modname is None:
+            return None
+        mod = importlib.import_module(modname)
+        return getattr(mod, "cli")
+
+
+HELP = """mailca: a private certificate authority for your own mail server.
+
+\b
+Typical first run:
+  mailca init --domain example.org --org "Example Mail"
+  mailca issue mail.example.org --san smtp.example.org
+  mailca bundle --out ./for-users        # hand the root to your users
+  mailca postfix mail.example.org        # main.cf / master.cf TLS settings
+  mailca dane mail.example.org           # TLSA records for your (signed) zone
+
+The store directory is --dir, else $MAILCA_DIR, else /etc/mailca when run as root
+and ~/.local/share/mailca otherwise.  Exit codes: 0 ok, 2 bad input, 3 store/state
+problem, 4 verification failed, 5 check found problems, 6 connection error, 7 hook failed.
+"""
+
+
+@click.group(cls=LazyGroup, help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mailca")
+@click.option(
+    "--dir",
+    "store_dir",
+    envvar="MAILCA_DIR",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Store directory (default: $MAILCA_DIR, /etc/mailca as root, else ~/.local/share/mailca).",
+)
+@click.pass_context
+def group(ctx, store_dir):
+    ctx.ensure_object(dict)
+    ctx.obj["store_dir"] = store_dir
+
+
+def main(argv=None) -> int:
+    try:
+        group.main(args=argv, prog_name="mailca", standalone_mode=False)
+    except MailcaError as exc:
+        click.echo(f"mailca: error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("mailca: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("mailca: interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        return 141
+    return 0
+
+
+def entry() -> None:  # pragma: no cover
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Private keys: generation, PEM (de)serialisation, passphrase sources.
+
+Key types mail software accepts: ECDSA P-256 (default) and P-384, RSA 2048/3072/4096.
+Ed25519 is refused: no mainstream MUA (Outlook, Apple Mail, Thunderbird) nor most MTAs
+accept Ed25519 server certificates today.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+
+from .errors import StoreError, UsageError
+
+KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072", "rsa-4096")
+DEFAULT_KEY_TYPE = "ecdsa-p256"
+PASSPHRASE_ENV = "MAILCA_PASSPHRASE"
+MIN_PASSPHRASE = 8
+
+
+def check_key_type(value: str) -> str:
+    v = (value or "").strip().lower()
+    aliases = {"ec": "ecdsa-p256", "ecdsa": "ecdsa-p256", "p256": "ecdsa-p256", "p-256": "ecdsa-p256",
+               "p384": "ecdsa-p384", "p-384": "ecdsa-p384", "rsa": "rsa-2048", "rsa2048": "rsa-2048",
+               "rsa3072": "rsa-3072", "rsa4096": "rsa-4096"}
+    v = aliases.get(v, v)
+    if v in ("ed25519", "ed448"):
+        raise UsageError(
+            f"key type {value!r} is refused: mail clients and most MTAs do not accept {v} server "
+            f"certificates; use one of {', '.join(KEY_TYPES)}"
+        )
+    if v not in KEY_TYPES:
+        raise UsageError(f"unknown key type {value!r}; valid: {', '.join(KEY_TYPES)}")
+    return v
+
+
+def generate(key_type: str):
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    kt = check_key_type(key_type)
+    if kt == "ecdsa-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kt == "ecdsa-p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    return rsa.generate_private_key(public_exponent=65537, key_size=int(kt.split("-")[1]))
+
+
+def key_type_of(key) -> str:
+    """The mailca key-type name of a private or public key (raises UsageError if unsupported)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
+        name = key.curve.name
+        if name == "secp256r1":
+            return "ecdsa-p256"
+        if name == "secp384r1":
+            return "ecdsa-p384"
+        raise UsageError(f"EC curve {name} is not supported; use P-256 or P-384")
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        if key.key_size in (2048, 3072, 4096):
+            return f"rsa-{key.key_size}"
+        raise UsageError(f"RSA key size {key.key_size} is not supported; use 2048, 3072 or 4096")
+    raise UsageError(
+        f"key algorithm {type(key).__name__} is not accepted by mail clients; use ECDSA P-256/P-384 or RSA"
+    )
+
+
+def is_rsa(key) -> bool:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey))
+
+
+def spki_der(public_key) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def spki_sha256(public_key) -> str:
+    """Hex SHA-256 of the DER SubjectPublicKeyInfo: the DANE 3 1 1 / 2 1 1 digest and key id."""
+    return hashlib.sha256(spki_der(public_key)).hexdigest()
+
+
+def private_pem(key, passphrase: bytes | None = None) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    enc = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+
+
+def load_private_pem(data: bytes, path: str, passphrase: bytes | None = None):
+    from cryptography.hazmat.primitives import serialization
+
+    encrypted = b"ENCRYPTED" in data[:200]
+    if encrypted and not passphrase:
+        raise UsageError(
+            f"{path} is encrypted and no passphrase was given; use --passphrase-file FILE or set {PASSPHRASE_ENV}"
+        )
+    try:
+        return serialization.load_pem_private_key(data, password=passphrase if encrypted else None)
+    except ValueError as exc:
+        if encrypted:
+            raise UsageError(f"wrong passphrase for {path} (or the key file is damaged)") from None
+        raise StoreError(f"{path} is not a readable private key ({exc}); restore it from a backup") from None
+    except TypeError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+
+
+def load_private(path: str, passphrase: bytes | None = None):
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise StoreError(f"key file {path} is missing; restore it from a backup or re-run 'mailca init'") from None
+    except PermissionError:
+        raise StoreError(f"cannot read key file {path}: permission denied (run as the store's owner)") from None
+    return load_private_pem(data, path, passphrase)
+
+
+def read_passphrase(passphrase_file: str | None, *, confirm: bool = False, purpose: str = "root CA key") -> bytes:
+    """Passphrase from --passphrase-file, else $MAILCA_PASSPHRASE, else an interactive prompt.
+
+    Never echoes or logs the value.  Raises UsageError when none is available (no tty)."""
+    value: str | None = None
+    if passphrase_file:
+        try:
+            with open(passphrase_file, "r", encoding="utf-8") as fh:
+                value = fh.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read --passphrase-file {passphrase_file!r}: {exc.strerror}") from None
+        if not value:
+            raise UsageError(f"--passphrase-file {passphrase_file!r} is empty; put the passphrase on its first line")
+    elif os.environ.get(PASSPHRASE_ENV) is not None:
+        value = os.environ[PASSPHRASE_ENV]
+        if not value:
+            raise UsageError(f"{PASSPHRASE_ENV} is set but empty; give a passphrase of at least {MIN_PASSPHRASE} characters")
+    elif sys.stdin is not None and sys.stdin.isatty():
+        import click
+
+        value = click.prompt(f"Passphrase for the {purpose}", hide_input=True, confirmation_prompt=confirm)
+    else:
+        raise UsageError(
+            f"a passphrase for the {purpose} is needed: use --passphrase-file FILE or set {PASSPHRASE_ENV} "
+            "(no terminal to prompt on)"
+        )
+    if confirm and len(value) < MIN_PASSPHRASE:
+        raise UsageError(f"the passphrase is {len(value)} characters; use at least {MIN_PASSPHRASE}")
+    return value.encode("utf-8")

@@ -1,0 +1,249 @@
+"""Certificate profiles: TOML files validated into a frozen :class:`Profile`.
+
+A profile is looked up as a file path (anything containing ``/`` or ending in ``.toml``)
+or by name among the packaged profiles (``mailca/profiles_data/NAME.toml``, the repository's
+top-level ``profiles/`` directory).  A user profile is merged over the packaged ``default``
+profile, so it only needs the keys it changes.  Unknown sections or keys, and values of
+the wrong type or range, are errors that name the key and the file.
+
+``validate_toml`` is the generic checker; other profile kinds (e.g. the TLS profiles of
+``mailca postfix``) reuse it with their own schema.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .errors import UsageError
+
+if True:  # tomllib on 3.11+, tomli before
+    try:
+        import tomllib as _toml
+    except ImportError:  # pragma: no cover
+        import tomli as _toml  # type: ignore
+
+PACKAGE_PROFILES = "mailca.profiles_data"
+
+
+def _int_range(lo: int, hi: int):
+    def check(v):
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi, f"an integer from {lo} to {hi}"
+
+    return check
+
+
+def _float_range(lo: float, hi: float):
+    def check(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi, f"a number from {lo} to {hi}"
+
+    return check
+
+
+def _bool(v):
+    return isinstance(v, bool), "true or false"
+
+
+def _str(v):
+    return isinstance(v, str), "a string"
+
+
+def _str_list(v):
+    return isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"
+
+
+def _one_of(*choices):
+    def check(v):
+        return v in choices, "one of " + ", ".join(map(str, choices))
+
+    return check
+
+
+CERT_SCHEMA: dict[str, dict] = {
+    "profile": {"description": _str},
+    "ca": {
+        "key_type": _str,
+        "root_days": _int_range(30, 36500),
+        "intermediate_days": _int_range(30, 36500),
+        "permitted_ip_ranges": _str_list,
+    },
+    "leaf": {
+        "days": _int_range(1, 3650),
+        "key_types": _str_list,
+        "allowed_key_types": _str_list,
+        "allow_wildcard": _bool,
+        "allow_ip": _bool,
+        "backdate_minutes": _int_range(0, 1440),
+    },
+    "subject": {
+        "organization": _str,
+        "organizational_unit": _str,
+        "country": _str,
+        "state": _str,
+        "locality": _str,
+    },
+    "crl": {
+        "next_update_days": _int_range(1, 366),
+        "distribution_point": _str,
+    },
+    "renew": {
+        "fraction": _float_range(0.05, 0.95),
+        "intermediate_warn_days": _int_range(1, 3650),
+    },
+}
+
+
+def validate_toml(data: dict, schema: dict[str, dict], source: str) -> None:
+    for section, values in data.items():
+        if section not in schema:
+            raise UsageError(
+                f"profile {source}: unknown section [{section}]; valid sections: {', '.join(sorted(schema))}"
+            )
+        if not isinstance(values, dict):
+            raise UsageError(f"profile {source}: [{section}] must be a table")
+        for key, value in values.items():
+            check = schema[section].get(key)
+            if check is None:
+                raise UsageError(
+                    f"profile {source}: unknown key '{section}.{key}'; valid keys in [{section}]: "
+                    f"{', '.join(sorted(schema[section]))}"
+                )
+            ok, expected = check(value)
+            if not ok:
+                raise UsageError(f"profile {source}: '{section}.{key}' = {value!r} is invalid; expected {expected}")
+
+
+def read_toml(path: str | os.PathLike) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return _toml.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"profile file {path} does not exist") from None
+    except PermissionError:
+        raise UsageError(f"profile file {path} is not readable (permission denied)") from None
+    except IsADirectoryError:
+        raise UsageError(f"profile {path} is a directory, not a TOML file") from None
+    except _toml.TOMLDecodeError as exc:
+        raise UsageError(f"profile {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"profile {path} is not UTF-8 text") from None
+
+
+def packaged_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files(PACKAGE_PROFILES).iterdir() if p.name.endswith(".toml"))
+
+
+def read_packaged(name: str) -> dict:
+    res = resources.files(PACKAGE_PROFILES).joinpath(f"{name}.toml")
+    if not res.is_file():
+        return {}
+    return _toml.loads(res.read_text(encoding="utf-8"))
+
+
+def resolve(name_or_path: str, *, kind: str = "certificate", names: list[str] | None = None) -> tuple[str, dict]:
+    """Return (display name, raw TOML dict) for a profile name or file path."""
+    if "/" in name_or_path or name_or_path.endswith(".toml") or os.path.exists(name_or_path):
+        return str(Path(name_or_path)), read_toml(name_or_path)
+    available = names if names is not None else packaged_names()
+    if name_or_path not in available:
+        raise UsageError(
+            f"unknown {kind} profile {name_or_path!r}; packaged: {', '.join(available)} (or give a path to a .toml file)"
+        )
+    return name_or_path, read_packaged(name_or_path)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k].update(v)
+        else:
+            out[k] = v
+    return out
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A validated certificate profile (all defaults live in profiles/default.toml)."""
+
+    name: str
+    ca_key_type: str
+    root_days: int
+    intermediate_days: int
+    permitted_ip_ranges: tuple[str, ...]
+    leaf_days: int
+    leaf_key_types: tuple[str, ...]
+    allowed_key_types: tuple[str, ...]
+    allow_wildcard: bool
+    allow_ip: bool
+    backdate_minutes: int
+    subject: dict = field(default_factory=dict)
+    crl_next_update_days: int = 7
+    crl_url: str = ""
+    renew_fraction: float = 2 / 3
+    intermediate_warn_days: int = 90
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+
+def build_profile(name: str, data: dict) -> Profile:
+    from .keys import check_key_type
+
+    validate_toml(data, CERT_SCHEMA, name)
+    base = read_packaged("default")
+    merged = _merge(base, data)
+    ca, leaf, crl, renew = merged["ca"], merged["leaf"], merged.get("crl", {}), merged.get("renew", {})
+
+    def kt(value, key):
+        try:
+            return check_key_type(value)
+        except UsageError as exc:
+            raise UsageError(f"profile {name}: '{key}': {exc}") from None
+
+    allowed = tuple(kt(v, "leaf.allowed_key_types") for v in leaf["allowed_key_types"])
+    defaults = tuple(kt(v, "leaf.key_types") for v in leaf["key_types"])
+    if not defaults:
+        raise UsageError(f"profile {name}: 'leaf.key_types' must name at least one key type")
+    for d in defaults:
+        if d not in allowed:
+            raise UsageError(f"profile {name}: 'leaf.key_types' has {d}, which 'leaf.allowed_key_types' does not allow")
+    import ipaddress
+
+    for r in ca.get("permitted_ip_ranges", []):
+        try:
+            ipaddress.ip_network(r, strict=False)
+        except ValueError:
+            raise UsageError(f"profile {name}: 'ca.permitted_ip_ranges' entry {r!r} is not a CIDR range like 192.0.2.0/24") from None
+    country = merged.get("subject", {}).get("country", "")
+    if country and (len(country) != 2 or not country.isalpha()):
+        raise UsageError(f"profile {name}: 'subject.country' = {country!r} must be a two-letter ISO 3166 code like DE")
+    url = crl.get("distribution_point", "")
+    if url and not url.startswith(("http://", "https://")):
+        raise UsageError(f"profile {name}: 'crl.distribution_point' = {url!r} must be an http:// URL")
+    if leaf["days"] > ca["intermediate_days"]:
+        raise UsageError(f"profile {name}: 'leaf.days' ({leaf['days']}) exceeds 'ca.intermediate_days' ({ca['intermediate_days']})")
+    return Profile(
+        name=name,
+        ca_key_type=kt(ca["key_type"], "ca.key_type"),
+        root_days=ca["root_days"],
+        intermediate_days=ca["intermediate_days"],
+        permitted_ip_ranges=tuple(ca.get("permitted_ip_ranges", [])),
+        leaf_days=leaf["days"],
+        leaf_key_types=defaults,
+        allowed_key_types=allowed,
+        allow_wildcard=leaf["allow_wildcard"],
+        allow_ip=leaf["allow_ip"],
+        backdate_minutes=leaf.get("backdate_minutes", 5),
+        subject=dict(merged.get("subject", {})),
+        crl_next_update_days=crl.get("next_update_days", 7),
+        crl_url=url,
+        renew_fraction=float(renew.get("fraction", 2 / 3)),
+        intermediate_warn_days=renew.get("intermediate_warn_days", 90),
+        raw=merged,
+    )
+
+
+def load_profile(name_or_path: str | None) -> Profile:
+    name, data = resolve(name_or_path or "default")
+    return build_profile(name, data)

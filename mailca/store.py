@@ -1,0 +1,387 @@
+"""The on-disk store: layout, lock, atomic writes, versioned certificates, JSON index.
+
+Layout (certbot/step-ca practice, with one lineage per host *and key type* so that a dual
+RSA+ECDSA pair for one host lives side by side)::
+
+    <dir>/ca/ca.json                 CA metadata (domains, org, profile snapshot)
+    <dir>/ca/root.crt  root.key      root key encrypted at rest (PKCS#8, PBES2/AES-256)
+    <dir>/ca/intermediate.crt  intermediate.key   (0600, unencrypted: unattended renewal)
+    <dir>/certs/<name>/<key-type>/archive/NNNN/{cert,chain,fullchain,key,...}.pem
+    <dir>/certs/<name>/<key-type>/live -> archive/NNNN
+    <dir>/index.json                 every certificate ever issued (source of truth for listings)
+    <dir>/.lock                      fcntl.flock around every mutation
+
+Crash safety: every file is written as ``.tmp-*`` in the same directory, fsynced,
+``os.replace``d into place and the directory fsynced.  A certificate version is first
+written as a complete hidden directory and then renamed to ``archive/NNNN`` in one step;
+the index is replaced next, and the ``live`` symlink last.  :meth:`Store.recover`, run
+whenever the lock is taken for a mutation, rolls an interrupted operation forward:
+leftover temp files are removed, a complete archive version missing from the index is
+added back, and each ``live`` link is pointed at the version the index calls current.
+A crash at any point therefore leaves the old state or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import stat
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import StoreError, UsageError
+
+INDEX_VERSION = 1
+TMP_PREFIX = ".tmp-"
+DIR_MODE = 0o700
+KEY_MODE = 0o600
+PUBLIC_MODE = 0o644
+
+
+def default_store_dir() -> str:
+    env = os.environ.get("MAILCA_DIR")
+    if env:
+        return env
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return "/etc/mailca"
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "mailca")
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes, mode: int = PUBLIC_MODE, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, os.replace,
+    fsync the directory.  The file has ``mode`` from its first byte on (keys are never
+    world-readable, not even briefly)."""
+    path = os.fspath(path)
+    d = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=d)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            if durable:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_dir(d)
+
+
+def atomic_symlink(target: str, link: str | os.PathLike) -> None:
+    """Point ``link`` at ``target`` atomically (symlink under a temp name, then os.replace)."""
+    link = os.fspath(link)
+    d = os.path.dirname(link)
+    tmp = os.path.join(d, f"{TMP_PREFIX}link-{os.getpid()}-{time.monotonic_ns()}")
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(d)
+
+
+def ensure_dir(path: str | os.PathLike, mode: int = DIR_MODE) -> None:
+    try:
+        os.makedirs(path, mode=mode, exist_ok=True)
+    except PermissionError:
+        raise StoreError(f"cannot create directory {path}: permission denied") from None
+    except OSError as exc:
+        raise StoreError(f"cannot create directory {path}: {exc.strerror}") from None
+
+
+def _version_name(n: int) -> str:
+    return f"{n:04d}"
+
+
+class Store:
+    """A mailca store rooted at ``path``.  Cheap to construct; touches nothing until used."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).absolute()
+        self._lock_fd: int | None = None
+        self._index_cache: dict | None = None
+
+    # ----------------------------------------------------------------- layout
+    @property
+    def ca_dir(self) -> Path:
+        return self.path / "ca"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.path / "certs"
+
+    @property
+    def index_path(self) -> Path:
+        return self.path / "index.json"
+
+    def ca_file(self, name: str) -> Path:
+        return self.ca_dir / name
+
+    def lineage_dir(self, name: str, key_type: str) -> Path:
+        from .names import safe_store_name
+
+        return self.certs_dir / safe_store_name(name) / key_type
+
+    def live_dir(self, name: str, key_type: str) -> Path:
+        return self.lineage_dir(name, key_type) / "live"
+
+    # ------------------------------------------------------------ existence
+    def exists(self) -> bool:
+        return (self.ca_dir / "ca.json").exists()
+
+    def require_ca(self) -> None:
+        if not self.path.exists():
+            raise StoreError(f"no mailca store at {self.path}; create one with 'mailca init --dir {self.path} --domain example.org'")
+        if not self.exists():
+            raise StoreError(f"no CA in {self.path} yet; run 'mailca init --dir {self.path} --domain YOUR.DOMAIN' first")
+        for fname in ("root.crt", "intermediate.crt", "intermediate.key"):
+            if not self.ca_file(fname).exists():
+                raise StoreError(f"CA file {self.ca_file(fname)} is missing; restore it from a backup")
+
+    def check_writable(self) -> None:
+        target = self.path if self.path.exists() else self.path.parent
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise StoreError(f"store directory {target} is not writable by this user; run as its owner (or root)")
+
+    # ---------------------------------------------------------------- lock
+    @contextlib.contextmanager
+    def lock(self, *, recover: bool = True):
+        """Exclusive lock around a mutation.  Re-entrant within one Store object."""
+        if self._lock_fd is not None:
+            yield self
+            return
+        ensure_dir(self.path)
+        self.check_writable()
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open lock file in {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock_fd = fd
+            self._index_cache = None
+            if recover and self.exists():
+                self.recover()
+            yield self
+        finally:
+            self._lock_fd = None
+            self._index_cache = None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _require_lock(self) -> None:
+        if self._lock_fd is None:
+            raise RuntimeError("store mutation without the lock")  # programming error
+
+    # --------------------------------------------------------------- writes
+    def write_file(self, path: str | os.PathLike, data: bytes, *, private: bool = False, durable: bool = True) -> None:
+        self._require_lock()
+        atomic_write(path, data, KEY_MODE if private else PUBLIC_MODE, durable=durable)
+
+    # --------------------------------------------------------------- index
+    def load_index(self) -> dict:
+        if self._index_cache is not None:
+            return self._index_cache
+        try:
+            with open(self.index_path, "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            return {"version": INDEX_VERSION, "certs": []}
+        except PermissionError:
+            raise StoreError(f"cannot read {self.index_path}: permission denied") from None
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or not isinstance(data.get("certs"), list):
+                raise ValueError("missing 'certs' list")
+        except ValueError as exc:
+            raise StoreError(
+                f"index {self.index_path} is corrupt ({exc}); run 'mailca doctor' to rebuild it from the archive"
+            ) from None
+        if self._lock_fd is not None:
+            self._index_cache = data
+        return data
+
+    def save_index(self, index: dict, *, durable: bool = True) -> None:
+        self._require_lock()
+        index["version"] = INDEX_VERSION
+        data = json.dumps(index, indent=1, sort_keys=True).encode() + b"\n"
+        atomic_write(self.index_path, data, 0o600, durable=durable)
+        self._index_cache = index
+
+    def entries(self) -> list[dict]:
+        return self.load_index()["certs"]
+
+    def current_entry(self, name: str, key_type: str, index: dict | None = None) -> dict | None:
+        """The newest entry of a lineage (whatever its status)."""
+        best = None
+        for e in (index or self.load_index())["certs"]:
+            if e.get("name") == name and e.get("key_type") == key_type:
+                if best is None or e.get("version", 0) > best.get("version", 0):
+                    best = e
+        return best
+
+    # ------------------------------------------------------------ versions
+    def next_version(self, name: str, key_type: str) -> int:
+        archive = self.lineage_dir(name, key_type) / "archive"
+        highest = 0
+        if archive.exists():
+            for p in archive.iterdir():
+                if p.name.isdigit():
+                    highest = max(highest, int(p.name))
+        for e in self.load_index()["certs"]:
+            if e.get("name") == name and e.get("key_type") == key_type:
+                highest = max(highest, int(e.get("version", 0)))
+        return highest + 1
+
+    def write_version(self, name: str, key_type: str, files: dict[str, tuple[bytes, bool]], *, durable: bool = True) -> tuple[int, Path]:
+        """Write a complete certificate version: ``files`` maps file name to (data, private).
+
+        The files go into a hidden temp directory, each fsynced; the directory is then
+        renamed to ``archive/NNNN`` in one step.  Returns (version, path).  The caller
+        records it in the index and then calls :meth:`set_live`."""
+        self._require_lock()
+        lineage = self.lineage_dir(name, key_type)
+        archive = lineage / "archive"
+        ensure_dir(archive)
+        for p in (self.certs_dir, lineage.parent, lineage):
+            with contextlib.suppress(OSError):
+                os.chmod(p, DIR_MODE)
+        version = self.next_version(name, key_type)
+        tmpdir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=archive))
+        try:
+            os.chmod(tmpdir, DIR_MODE)
+            for fname, (data, private) in files.items():
+                p = tmpdir / fname
+                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_MODE if private else PUBLIC_MODE)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    if durable:
+                        fh.flush()
+                        os.fsync(fh.fileno())
+            if durable:
+                fsync_dir(tmpdir)
+            final = archive / _version_name(version)
+            os.rename(tmpdir, final)
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
+        if durable:
+            fsync_dir(archive)
+        return version, final
+
+    def set_live(self, name: str, key_type: str, version: int) -> None:
+        self._require_lock()
+        atomic_symlink(f"archive/{_version_name(version)}", self.live_dir(name, key_type))
+
+    def version_path(self, entry: dict) -> Path:
+        return self.path / entry["path"]
+
+    def relpath(self, p: Path) -> str:
+        return str(p.relative_to(self.path))
+
+    # ------------------------------------------------------------- recovery
+    def recover(self) -> list[str]:
+        """Roll interrupted operations forward (see module docstring).  Returns what it did."""
+        self._require_lock()
+        actions: list[str] = []
+        # 1. leftover temp files and directories anywhere in the store
+        for root, dirs, files in os.walk(self.path):
+            for d in list(dirs):
+                if d.startswith(TMP_PREFIX):
+                    import shutil
+
+                    shutil.rmtree(os.path.join(root, d), ignore_errors=True)
+                    dirs.remove(d)
+                    actions.append(f"removed unfinished directory {os.path.join(root, d)}")
+            for f in files:
+                if f.startswith(TMP_PREFIX):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(root, f))
+                    actions.append(f"removed unfinished file {os.path.join(root, f)}")
+        if not self.certs_dir.exists():
+            return actions
+        index = self.load_index()
+        known = {e["path"] for e in index["certs"]}
+        added = False
+        # 2. complete archive versions missing from the index (crash between rename and index)
+        for vdir in sorted(self.certs_dir.glob("*/*/archive/[0-9]*")):
+            rel = self.relpath(vdir)
+            if rel in known:
+                continue
+            entry = self._entry_from_version_dir(vdir)
+            if entry is not None:
+                index["certs"].append(entry)
+                known.add(rel)
+                added = True
+                actions.append(f"added {rel} to the index")
+        if added:
+            self.save_index(index)
+        # 3. live links point at the newest non-revoked version of each lineage
+        for lineage in sorted(self.certs_dir.glob("*/*")):
+            if not (lineage / "archive").is_dir():
+                continue
+            want = self._live_target(index, lineage)
+            if want is None:
+                continue
+            link = lineage / "live"
+            current = os.readlink(link) if link.is_symlink() else None
+            if current != want:
+                atomic_symlink(want, link)
+                actions.append(f"pointed {self.relpath(link)} at {want}")
+        return actions
+
+    def _live_target(self, index: dict, lineage: Path) -> str | None:
+        rel_prefix = self.relpath(lineage) + "/archive/"
+        best = None
+        for e in index["certs"]:
+            if e["path"].startswith(rel_prefix) and e.get("status") != "revoked":
+                if best is None or e["version"] > best["version"]:
+                    best = e
+        if best is None:
+            return None
+        return "archive/" + best["path"].rsplit("/", 1)[1]
+
+    def _entry_from_version_dir(self, vdir: Path) -> dict | None:
+        """Rebuild an index entry from a complete archive directory (cert.pem, and key.pem
+        unless the key lives elsewhere because the certificate was signed from a CSR)."""
+        from . import certinfo
+
+        cert_p, key_p = vdir / "cert.pem", vdir / "key.pem"
+        if not cert_p.exists():
+            return None
+        try:
+            meta = {}
+            mp = vdir / "meta.json"
+            if mp.exists():
+                meta = json.loads(mp.read_text())
+            if not key_p.exists() and meta.get("source") != "csr":
+                return None
+            return certinfo.index_entry_from_pem(cert_p.read_bytes(), path=self.relpath(vdir),
+                                                 version=int(vdir.name), extra=meta)
+        except Exception:
+            return None
+
+
+def open_store(store_dir: str | None) -> Store:
+    return Store(store_dir or default_store_dir())

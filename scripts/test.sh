@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on Debian 12 (as root) and run the whole suite.
+#   bash scripts/test.sh            # all tests
+#   bash scripts/test.sh -m 'not slow' -x   # extra arguments go to pytest
+# Works unattended (CI=true, no stdin).  Exit code: pytest's, except that "no tests
+# collected" (pytest exit 5) is a failure, not a pass.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+VENV="${MAILCA_VENV:-.venv}"
+
+need_apt=0
+while read -r pkg; do
+  [[ -z "$pkg" || "$pkg" == \#* ]] && continue
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt=1
+done < scripts/apt-packages.txt
+if [[ $need_apt == 1 ]]; then
+  if [[ $(id -u) -ne 0 ]]; then echo "scripts/test.sh: run as root to install the Debian packages in scripts/apt-packages.txt" >&2; exit 1; fi
+  apt-get update -q
+  # Postfix asks for a mailer type on install: preseed 'Local only'.
+  echo 'postfix postfix/main_mailer_type select Local only' | debconf-set-selections
+  echo 'postfix postfix/mailname string localhost' | debconf-set-selections
+  # shellcheck disable=SC2046
+  apt-get install -y -q --no-install-recommends $(grep -Ev '^\s*(#|$)' scripts/apt-packages.txt)
+fi
+
+PY="${PYTHON:-python3}"
+if [[ ! -x "$VENV/bin/python" ]]; then
+  "$PY" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+
+set +e
+"$VENV/bin/python" -m pytest "$@"
+rc=$?
+set -e
+if [[ $rc == 5 ]]; then
+  echo "scripts/test.sh: pytest collected no tests - failing the run" >&2
+  exit 1
+fi
+exit $rc
