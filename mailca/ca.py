@@ -36,7 +36,10 @@ class CA:
 
     @property
     def profile(self) -> Profile:
-        return build_profile(self.meta.get("profile", "default"), self.meta.get("profile_data", {}))
+        data = self.meta.get("profile_data")
+        if not data:
+            return build_profile(self.meta.get("profile", "default"), {})
+        return build_profile(self.meta.get("profile", "default"), data, merged=True)
 
     @property
     def intermediate_key(self):
@@ -134,9 +137,7 @@ def init_ca(store: Store, *, domains: list[str], org: str, profile: Profile, pas
     )
     verify.verify_server_chain(probe, [inter], root, [f"mailca-selftest.{doms[0]}"], now=now)
 
-    from cryptography.hazmat.primitives import serialization
-
-    pem = serialization.Encoding.PEM
+    pem = keys.ser().Encoding.PEM
     meta = {
         "version": 1,
         "domains": doms,
@@ -249,9 +250,7 @@ def version_files(key, cert, intermediate, root, *, key_pem: bytes | None = None
     * fullchain-root.pem / keyfullchain-root.pem: the same with the root appended, for a
       DANE-TA (2 x x) record whose trust anchor is the root (the server must send it).
     """
-    from cryptography.hazmat.primitives import serialization
-
-    pem = serialization.Encoding.PEM
+    pem = keys.ser().Encoding.PEM
     kp = key_pem if key_pem is not None else keys.private_pem(key)
     c, i, r = cert.public_bytes(pem), intermediate.public_bytes(pem), root.public_bytes(pem)
     return {
@@ -400,9 +399,7 @@ def sign_csr(store: Store, csr_path: str, *, extra_sans: list[str], ips: list[st
 
 def commit_csr_version(store: Store, ca: CA, name: str, kt: str, cert, profile: Profile) -> Issued:
     """A CSR-signed version has no key in the store: the key stays on the mail server."""
-    from cryptography.hazmat.primitives import serialization
-
-    pem = serialization.Encoding.PEM
+    pem = keys.ser().Encoding.PEM
     c, i, r = cert.public_bytes(pem), ca.intermediate.public_bytes(pem), ca.root.public_bytes(pem)
     files = {
         "cert.pem": (c, False), "chain.pem": (i, False), "fullchain.pem": (c + i, False),

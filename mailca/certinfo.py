@@ -33,9 +33,9 @@ def utcnow() -> _dt.datetime:
 
 
 def cert_sha256(cert) -> str:
-    from cryptography.hazmat.primitives import serialization
+    from .keys import ser
 
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return hashlib.sha256(cert.public_bytes(ser().Encoding.DER)).hexdigest()
 
 
 def colon_hex(hexstr: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import pkgutil
 import sys
 
 import click
@@ -22,14 +21,17 @@ from .errors import MailcaError
 _SKIP = {"common"}
 
 
-def _command_modules() -> dict[str, str]:
-    from . import commands
+_COMMANDS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "commands")
 
+
+def _command_modules() -> dict[str, str]:
+    """Command name -> module name, from the files in mailca/commands (no imports)."""
     found = {}
-    for info in pkgutil.iter_modules(commands.__path__):
-        if info.name.startswith("_") or info.name in _SKIP:
+    for fname in os.listdir(_COMMANDS_DIR):
+        mod, ext = os.path.splitext(fname)
+        if ext != ".py" or mod.startswith("_") or mod in _SKIP:
             continue
-        found[info.name.replace("_", "-")] = f"mailca.commands.{info.name}"
+        found[mod.replace("_", "-")] = f"mailca.commands.{mod}"
     return found
 
 
@@ -40,11 +42,12 @@ class LazyGroup(click.Group):
         return sorted(_command_modules())
 
     def get_command(self, ctx, name):
-        modname = _command_modules().get(name)
-        if modname is None:
+        mod = name.replace("-", "_")
+        if not mod.replace("_", "").isalnum() or mod.startswith("_") or mod in _SKIP:
             return None
-        mod = importlib.import_module(modname)
-        return getattr(mod, "cli")
+        if not os.path.exists(os.path.join(_COMMANDS_DIR, mod + ".py")):
+            return None
+        return getattr(importlib.import_module(f"mailca.commands.{mod}"), "cli")
 
 
 HELP = """mailca: a private certificate authority for your own mail server.

@@ -19,6 +19,35 @@ PASSPHRASE_ENV = "MAILCA_PASSPHRASE"
 MIN_PASSPHRASE = 8
 
 
+def ser():
+    """The serialization enums (Encoding, PrivateFormat, ...).
+
+    ``cryptography.hazmat.primitives.serialization`` costs ~10 ms to import (its ssh
+    submodule) - a sixth of a whole ``mailca issue`` run.  The enums live in
+    ``_serialization``, which cryptography.x509 has loaded already; fall back to the public
+    module if a future cryptography moves them."""
+    try:
+        from cryptography.hazmat.primitives import _serialization as s
+
+        s.Encoding.PEM, s.PrivateFormat.PKCS8, s.PublicFormat.SubjectPublicKeyInfo, s.NoEncryption
+        return s
+    except (ImportError, AttributeError):  # pragma: no cover
+        from cryptography.hazmat.primitives import serialization as s
+
+        return s
+
+
+def _load_pem_key(data: bytes, password: bytes | None):
+    """load_pem_private_key without importing the (slow) serialization package."""
+    try:
+        from cryptography.hazmat.bindings._rust import keys as rust_keys
+
+        loader = rust_keys.load_pem_private_key
+    except (ImportError, AttributeError):  # pragma: no cover
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key as loader
+    return loader(data, password)
+
+
 def check_key_type(value: str) -> str:
     v = (value or "").strip().lower()
     aliases = {"ec": "ecdsa-p256", "ecdsa": "ecdsa-p256", "p256": "ecdsa-p256", "p-256": "ecdsa-p256",
@@ -73,9 +102,8 @@ def is_rsa(key) -> bool:
 
 
 def spki_der(public_key) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    s = ser()
+    return public_key.public_bytes(s.Encoding.DER, s.PublicFormat.SubjectPublicKeyInfo)
 
 
 def spki_sha256(public_key) -> str:
@@ -84,26 +112,19 @@ def spki_sha256(public_key) -> str:
 
 
 def private_pem(key, passphrase: bytes | None = None) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    enc = (
-        serialization.BestAvailableEncryption(passphrase)
-        if passphrase
-        else serialization.NoEncryption()
-    )
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+    s = ser()
+    enc = s.BestAvailableEncryption(passphrase) if passphrase else s.NoEncryption()
+    return key.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, enc)
 
 
 def load_private_pem(data: bytes, path: str, passphrase: bytes | None = None):
-    from cryptography.hazmat.primitives import serialization
-
     encrypted = b"ENCRYPTED" in data[:200]
     if encrypted and not passphrase:
         raise UsageError(
             f"{path} is encrypted and no passphrase was given; use --passphrase-file FILE or set {PASSPHRASE_ENV}"
         )
     try:
-        return serialization.load_pem_private_key(data, password=passphrase if encrypted else None)
+        return _load_pem_key(data, passphrase if encrypted else None)
     except ValueError as exc:
         if encrypted:
             raise UsageError(f"wrong passphrase for {path} (or the key file is damaged)") from None

@@ -14,16 +14,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from .errors import UsageError
-
-if True:  # tomllib on 3.11+, tomli before
-    try:
-        import tomllib as _toml
-    except ImportError:  # pragma: no cover
-        import tomli as _toml  # type: ignore
 
 PACKAGE_PROFILES = "mailca.profiles_data"
 
@@ -115,31 +108,45 @@ def validate_toml(data: dict, schema: dict[str, dict], source: str) -> None:
                 raise UsageError(f"profile {source}: '{section}.{key}' = {value!r} is invalid; expected {expected}")
 
 
+def _toml():
+    """tomllib on 3.11+, tomli before (imported lazily: most commands never parse TOML)."""
+    try:
+        import tomllib
+    except ImportError:  # pragma: no cover
+        import tomli as tomllib  # type: ignore
+    return tomllib
+
+
 def read_toml(path: str | os.PathLike) -> dict:
+    toml = _toml()
     try:
         with open(path, "rb") as fh:
-            return _toml.load(fh)
+            return toml.load(fh)
     except FileNotFoundError:
         raise UsageError(f"profile file {path} does not exist") from None
     except PermissionError:
         raise UsageError(f"profile file {path} is not readable (permission denied)") from None
     except IsADirectoryError:
         raise UsageError(f"profile {path} is a directory, not a TOML file") from None
-    except _toml.TOMLDecodeError as exc:
+    except toml.TOMLDecodeError as exc:
         raise UsageError(f"profile {path} is not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise UsageError(f"profile {path} is not UTF-8 text") from None
 
 
 def packaged_names() -> list[str]:
+    from importlib import resources
+
     return sorted(p.name[:-5] for p in resources.files(PACKAGE_PROFILES).iterdir() if p.name.endswith(".toml"))
 
 
 def read_packaged(name: str) -> dict:
+    from importlib import resources
+
     res = resources.files(PACKAGE_PROFILES).joinpath(f"{name}.toml")
     if not res.is_file():
         return {}
-    return _toml.loads(res.read_text(encoding="utf-8"))
+    return _toml().loads(res.read_text(encoding="utf-8"))
 
 
 def resolve(name_or_path: str, *, kind: str = "certificate", names: list[str] | None = None) -> tuple[str, dict]:
@@ -187,12 +194,13 @@ class Profile:
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
 
-def build_profile(name: str, data: dict) -> Profile:
+def build_profile(name: str, data: dict, *, merged: bool = False) -> Profile:
+    """Validate ``data`` and merge it over the packaged default profile (``merged=True``:
+    ``data`` is already a complete, merged profile, e.g. the snapshot in ca.json)."""
     from .keys import check_key_type
 
     validate_toml(data, CERT_SCHEMA, name)
-    base = read_packaged("default")
-    merged = _merge(base, data)
+    merged = data if merged else _merge(read_packaged("default"), data)
     ca, leaf, crl, renew = merged["ca"], merged["leaf"], merged.get("crl", {}), merged.get("renew", {})
 
     def kt(value, key):

@@ -14,11 +14,15 @@ RSA+ECDSA pair for one host lives side by side)::
 Crash safety: every file is written as ``.tmp-*`` in the same directory, fsynced,
 ``os.replace``d into place and the directory fsynced.  A certificate version is first
 written as a complete hidden directory and then renamed to ``archive/NNNN`` in one step;
-the index is replaced next, and the ``live`` symlink last.  :meth:`Store.recover`, run
-whenever the lock is taken for a mutation, rolls an interrupted operation forward:
-leftover temp files are removed, a complete archive version missing from the index is
-added back, and each ``live`` link is pointed at the version the index calls current.
-A crash at any point therefore leaves the old state or the new one, never a mix.
+the index is replaced next, and the ``live`` symlink last.  Before the first change to a
+lineage, its path is recorded in ``<dir>/.intent`` (written atomically); the file is removed
+when the locked operation ends without error.  Taking the lock while an ``.intent`` file
+exists means an operation was interrupted: :meth:`Store.recover` then rolls it forward for
+the recorded lineages only (so the cost does not grow with the store): leftover temp files
+are removed, a complete archive version missing from the index is added back, and each
+``live`` link is pointed at the version the index calls current.  ``mailca doctor`` runs
+the same recovery over the whole store.  A crash at any point therefore leaves the old
+state or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -30,14 +34,13 @@ import json
 import os
 import re
 import stat
-import tempfile
-import time
 from pathlib import Path
 
 from .errors import StoreError, UsageError
 
 INDEX_VERSION = 1
 TMP_PREFIX = ".tmp-"
+INTENT = ".intent"
 DIR_MODE = 0o700
 KEY_MODE = 0o600
 PUBLIC_MODE = 0o644
@@ -61,15 +64,20 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def _tmp_name(directory: str | os.PathLike, suffix: str = "") -> str:
+    return os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}{suffix}")
+
+
 def atomic_write(path: str | os.PathLike, data: bytes, mode: int = PUBLIC_MODE, *, durable: bool = True) -> None:
     """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, os.replace,
     fsync the directory.  The file has ``mode`` from its first byte on (keys are never
     world-readable, not even briefly)."""
     path = os.fspath(path)
     d = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=d)
+    tmp = _tmp_name(d)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        os.fchmod(fd, mode)
+        os.fchmod(fd, mode)  # regardless of umask
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -88,7 +96,7 @@ def atomic_symlink(target: str, link: str | os.PathLike) -> None:
     """Point ``link`` at ``target`` atomically (symlink under a temp name, then os.replace)."""
     link = os.fspath(link)
     d = os.path.dirname(link)
-    tmp = os.path.join(d, f"{TMP_PREFIX}link-{os.getpid()}-{time.monotonic_ns()}")
+    tmp = _tmp_name(d, ".link")
     os.symlink(target, tmp)
     try:
         os.replace(tmp, link)
@@ -119,6 +127,7 @@ class Store:
         self.path = Path(path).absolute()
         self._lock_fd: int | None = None
         self._index_cache: dict | None = None
+        self._intent: set[str] = set()
 
     # ----------------------------------------------------------------- layout
     @property
@@ -175,18 +184,51 @@ class Store:
             fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StoreError(f"cannot open lock file in {self.path}: {exc.strerror}") from None
+        ok = False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._lock_fd = fd
             self._index_cache = None
-            if recover and self.exists():
-                self.recover()
+            self._intent = set()
+            if recover:
+                self._recover_interrupted()
             yield self
+            ok = True
         finally:
+            if ok and self._intent:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path / INTENT)
+            self._intent = set()
             self._lock_fd = None
             self._index_cache = None
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    def _recover_interrupted(self) -> list[str]:
+        """Roll forward an operation that a crash interrupted (cheap when there was none)."""
+        intent = self.path / INTENT
+        try:
+            raw = intent.read_bytes()
+        except FileNotFoundError:
+            return []
+        try:
+            lineages = [str(x) for x in json.loads(raw)]
+        except ValueError:
+            lineages = None  # unreadable journal: recover everything
+        actions = self.recover(lineages=lineages) if self.exists() else []
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(intent)
+        fsync_dir(self.path)
+        return actions
+
+    def note_intent(self, lineage: Path) -> None:
+        """Record that ``lineage`` is about to change (before its first change in this lock)."""
+        self._require_lock()
+        rel = self.relpath(lineage)
+        if rel in self._intent:
+            return
+        self._intent.add(rel)
+        atomic_write(self.path / INTENT, json.dumps(sorted(self._intent)).encode(), 0o600)
 
     def _require_lock(self) -> None:
         if self._lock_fd is None:
@@ -262,11 +304,13 @@ class Store:
         lineage = self.lineage_dir(name, key_type)
         archive = lineage / "archive"
         ensure_dir(archive)
+        self.note_intent(lineage)
         for p in (self.certs_dir, lineage.parent, lineage):
             with contextlib.suppress(OSError):
                 os.chmod(p, DIR_MODE)
         version = self.next_version(name, key_type)
-        tmpdir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=archive))
+        tmpdir = Path(_tmp_name(archive, ".dir"))
+        os.mkdir(tmpdir, DIR_MODE)
         try:
             os.chmod(tmpdir, DIR_MODE)
             for fname, (data, private) in files.items():
@@ -292,6 +336,7 @@ class Store:
 
     def set_live(self, name: str, key_type: str, version: int) -> None:
         self._require_lock()
+        self.note_intent(self.lineage_dir(name, key_type))
         atomic_symlink(f"archive/{_version_name(version)}", self.live_dir(name, key_type))
 
     def version_path(self, entry: dict) -> Path:
@@ -301,12 +346,25 @@ class Store:
         return str(p.relative_to(self.path))
 
     # ------------------------------------------------------------- recovery
-    def recover(self) -> list[str]:
-        """Roll interrupted operations forward (see module docstring).  Returns what it did."""
+    def recover(self, lineages: list[str] | None = None) -> list[str]:
+        """Roll interrupted operations forward (see module docstring).  ``lineages``: the
+        relative lineage dirs to look at (None: the whole store).  Returns what it did."""
         self._require_lock()
         actions: list[str] = []
-        # 1. leftover temp files and directories anywhere in the store
-        for root, dirs, files in os.walk(self.path):
+        if lineages is None:
+            roots = [str(self.path)]
+        else:
+            roots = [str(self.path / rel) for rel in lineages if (self.path / rel).is_dir()]
+            # top-level and CA temp files (index, intent, CA files) need no walk
+            for d in (self.path, self.ca_dir, self.path / "crl"):
+                if d.is_dir():
+                    for f in os.listdir(d):
+                        if f.startswith(TMP_PREFIX):
+                            with contextlib.suppress(OSError):
+                                os.unlink(d / f)
+                            actions.append(f"removed unfinished file {d / f}")
+        # 1. leftover temp files and directories
+        for root, dirs, files in (w for r in roots for w in os.walk(r)):
             for d in list(dirs):
                 if d.startswith(TMP_PREFIX):
                     import shutil
@@ -324,8 +382,12 @@ class Store:
         index = self.load_index()
         known = {e["path"] for e in index["certs"]}
         added = False
+        if lineages is None:
+            lineage_dirs = sorted(p for p in self.certs_dir.glob("*/*") if p.is_dir())
+        else:
+            lineage_dirs = [self.path / rel for rel in lineages if (self.path / rel).is_dir()]
         # 2. complete archive versions missing from the index (crash between rename and index)
-        for vdir in sorted(self.certs_dir.glob("*/*/archive/[0-9]*")):
+        for vdir in sorted(v for lin in lineage_dirs for v in lin.glob("archive/[0-9]*")):
             rel = self.relpath(vdir)
             if rel in known:
                 continue
@@ -338,7 +400,7 @@ class Store:
         if added:
             self.save_index(index)
         # 3. live links point at the newest non-revoked version of each lineage
-        for lineage in sorted(self.certs_dir.glob("*/*")):
+        for lineage in lineage_dirs:
             if not (lineage / "archive").is_dir():
                 continue
             want = self._live_target(index, lineage)
