@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import ipaddress
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
-@dataclass(frozen=True)
-class SubjectFields:
+class SubjectFields(NamedTuple):
+    """Subject attributes for CA certificates (immutable; NamedTuple: cheap to define)."""
+
     organization: str = ""
     organizational_unit: str = ""
     country: str = ""
@@ -51,10 +52,11 @@ class SubjectFields:
         return attrs
 
 
-@dataclass(frozen=True)
-class Constraints:
+class Constraints(NamedTuple):
+    """Name constraints: permitted DNS domains, permitted IP ranges (none: all IPs excluded)."""
+
     domains: tuple[str, ...]
-    ip_ranges: tuple[str, ...] = field(default_factory=tuple)
+    ip_ranges: tuple[str, ...] = ()
 
     def extension(self) -> x509.NameConstraints:
         permitted: list[x509.GeneralName] = [x509.DNSName(d) for d in self.domains]

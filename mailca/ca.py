@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import ipaddress
 import json
-from dataclasses import dataclass, field
+from typing import NamedTuple
 from pathlib import Path
 
 from . import builders, certinfo, keys, names as namesmod, verify
@@ -22,13 +22,15 @@ CA_META = "ca.json"
 
 
 # ------------------------------------------------------------------ loading
-@dataclass
 class CA:
-    store: Store
-    meta: dict
-    root: object  # x509.Certificate
-    intermediate: object
-    _intermediate_key: object = None
+    """A loaded CA: certificates and metadata; the intermediate key is read on first use."""
+
+    def __init__(self, store: Store, meta: dict, root, intermediate, intermediate_key=None):
+        self.store = store
+        self.meta = meta
+        self.root = root  # x509.Certificate
+        self.intermediate = intermediate
+        self._intermediate_key = intermediate_key
 
     @property
     def domains(self) -> list[str]:
@@ -166,8 +168,7 @@ def init_ca(store: Store, *, domains: list[str], org: str, profile: Profile, pas
 
 
 # -------------------------------------------------------------------- issue
-@dataclass(frozen=True)
-class IssueRequest:
+class IssueRequest(NamedTuple):
     dns_names: tuple[str, ...]
     ips: tuple[str, ...] = ()
     key_types: tuple[str, ...] = ()
@@ -175,12 +176,14 @@ class IssueRequest:
     profile: str | None = None
 
 
-@dataclass
 class Issued:
-    entry: dict
-    live_dir: Path
-    version_dir: Path
-    cert: object = field(repr=False, default=None)
+    """One certificate version just written: its index entry and where it lives."""
+
+    def __init__(self, entry: dict, live_dir: Path, version_dir: Path, cert=None):
+        self.entry = entry
+        self.live_dir = live_dir
+        self.version_dir = version_dir
+        self.cert = cert
 
     def as_dict(self, store: Store) -> dict:
         e = self.entry

@@ -265,7 +265,7 @@ class Store:
     def save_index(self, index: dict, *, durable: bool = True) -> None:
         self._require_lock()
         index["version"] = INDEX_VERSION
-        data = json.dumps(index, indent=1, sort_keys=True).encode() + b"\n"
+        data = encode_index(index)
         atomic_write(self.index_path, data, 0o600, durable=durable)
         self._index_cache = index
 
@@ -443,6 +443,17 @@ class Store:
                                                  version=int(vdir.name), extra=meta)
         except Exception:
             return None
+
+
+def encode_index(index: dict) -> bytes:
+    """index.json with one certificate per line: readable and diffable, and encoded by
+    json's C encoder (``indent=`` would switch to the pure-Python one, ~50x slower)."""
+    head = {k: v for k, v in index.items() if k != "certs"}
+    dumps = json.JSONEncoder(sort_keys=True, separators=(", ", ": ")).encode
+    lines = [dumps(e) for e in index.get("certs", [])]
+    body = ",\n ".join(lines)
+    head_s = dumps(head)[1:-1]
+    return ("{" + (head_s + ",\n" if head_s else "") + ' "certs": [\n ' + body + "\n]}\n").encode()
 
 
 def open_store(store_dir: str | None) -> Store:

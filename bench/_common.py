@@ -1,0 +1,72 @@
+"""Helpers shared by the benchmarks: interleaved timing of whole processes, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def mailca_cmd() -> list[str]:
+    """The installed console script next to this interpreter (what users run), else -m."""
+    script = Path(sys.executable).with_name("mailca")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "mailca"]
+
+
+def compile_bytecode() -> None:
+    """A regular install ships compiled bytecode; an editable checkout run with
+    PYTHONDONTWRITEBYTECODE=1 would recompile mailca on every start, so compile it once."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "mailca")], check=True)
+
+
+def time_once(cmd: list[str], env: dict | None = None, cwd=None, setup=None) -> float:
+    if setup:
+        setup()
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"benchmark command failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr.decode()[-2000:]}")
+    return dt
+
+
+def interleaved(cmds: dict[str, list[str]], runs: int, env: dict | None = None, warmup: int = 2) -> dict[str, float]:
+    """Median wall time per command, runs interleaved (A B C A B C ...) so that machine
+    noise hits every command alike."""
+    for _ in range(warmup):
+        for c in cmds.values():
+            time_once(c, env)
+    samples: dict[str, list[float]] = {k: [] for k in cmds}
+    for _ in range(runs):
+        for k, c in cmds.items():
+            samples[k].append(time_once(c, env))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def report(topic: str, rows: list[dict]) -> int:
+    """Print a table of ratios and write bench/results/<topic>.json; exit code 1 on a miss."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    print(f"\n== {topic}")
+    print(f"{'measure':52} {'mailca':>10} {'anchor':>10} {'ratio':>7} {'target':>8}  verdict")
+    for r in rows:
+        ok = r["ratio"] <= r["target"]
+        failed += not ok
+        r["ok"] = ok
+        print(f"{r['name']:52} {r['value_s']*1000:9.1f}ms {r['anchor_s']*1000:9.1f}ms {r['ratio']:7.3f} {'<= ' + str(r['target']):>8}  {'OK' if ok else 'MISSED'}   (anchor: {r['anchor']})")
+    with open(RESULTS / f"{topic}.json", "w") as fh:
+        json.dump({"topic": topic, "rows": rows, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, fh, indent=1)
+    return 1 if failed else 0
+
+
+def bench_env(**extra) -> dict:
+    env = dict(os.environ)
+    env.update(extra)
+    return env
