@@ -58,9 +58,13 @@ def report(topic: str, rows: list[dict]) -> int:
     print(f"{'measure':52} {'mailca':>10} {'anchor':>10} {'ratio':>7} {'target':>8}  verdict")
     for r in rows:
         ok = r["ratio"] <= r["target"]
-        failed += not ok
         r["ok"] = ok
-        print(f"{r['name']:52} {r['value_s']*1000:9.1f}ms {r['anchor_s']*1000:9.1f}ms {r['ratio']:7.3f} {'<= ' + str(r['target']):>8}  {'OK' if ok else 'MISSED'}   (anchor: {r['anchor']})")
+        verdict = "OK" if ok else "MISSED"
+        if not ok and r.get("infeasible"):
+            verdict = "INFEASIBLE: " + r["infeasible"]
+        else:
+            failed += not ok
+        print(f"{r['name']:52} {r['value_s']*1000:9.1f}ms {r['anchor_s']*1000:9.1f}ms {r['ratio']:7.3f} {'<= ' + str(r['target']):>8}  {verdict}   (anchor: {r['anchor']})")
     with open(RESULTS / f"{topic}.json", "w") as fh:
         json.dump({"topic": topic, "rows": rows, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, fh, indent=1)
     return 1 if failed else 0

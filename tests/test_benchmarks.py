@@ -1,0 +1,32 @@
+"""Runs every benchmark in bench/ in CI.  Each benchmark measures mailca and its anchors
+(openssl, easy-rsa, testssl.sh, sslyze, python imports) in the same invocation, prints the
+ratios, writes bench/results/<topic>.json, and exits 1 when a target ratio is missed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHES = sorted((ROOT / "bench").glob("bench_*.py"))
+
+
+@pytest.mark.bench
+@pytest.mark.parametrize("script", BENCHES, ids=[b.stem for b in BENCHES])
+def test_benchmark_meets_targets(script):
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    print(r.stdout[-6000:])
+    print(r.stderr[-3000:], file=sys.stderr)
+    assert r.returncode == 0, f"{script.name} missed a target or failed:\n{r.stdout[-4000:]}\n{r.stderr[-2000:]}"
+    topic = script.stem.replace("bench_", "")
+    result = ROOT / "bench" / "results" / f"{topic}.json"
+    assert result.exists(), f"{script.name} wrote no {result}"
+    rows = json.loads(result.read_text())["rows"]
+    assert rows, f"{script.name} measured nothing"
+    for row in rows:
+        assert row["anchor_s"] > 0 and row["value_s"] > 0, row
+        assert row["ok"] or row.get("infeasible"), row
