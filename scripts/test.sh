@@ -20,9 +20,18 @@ if [[ $need_apt == 1 ]]; then
   # Postfix asks for a mailer type on install: preseed 'Local only'.
   echo 'postfix postfix/main_mailer_type select Local only' | debconf-set-selections
   echo 'postfix postfix/mailname string localhost' | debconf-set-selections
+  # Never let a package start its daemon (a system Postfix would listen on 0.0.0.0:25):
+  # tests start their own instances, bound to 127.0.0.1 only.
+  policy_added=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_added=1
+  fi
   # shellcheck disable=SC2046
   apt-get install -y -q --no-install-recommends $(grep -Ev '^\s*(#|$)' scripts/apt-packages.txt)
+  [[ $policy_added == 1 ]] && rm -f /usr/sbin/policy-rc.d
 fi
+# In case a daemon was started anyway (e.g. by an earlier install), stop the system instances.
+if command -v postfix >/dev/null && postfix status >/dev/null 2>&1; then postfix stop >/dev/null 2>&1 || true; fi
 
 PY="${PYTHON:-python3}"
 if [[ ! -x "$VENV/bin/python" ]]; then
