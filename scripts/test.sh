@@ -30,8 +30,8 @@ if [[ $need_apt == 1 ]]; then
   apt-get install -y -q --no-install-recommends $(grep -Ev '^\s*(#|$)' scripts/apt-packages.txt)
   [[ $policy_added == 1 ]] && rm -f /usr/sbin/policy-rc.d
 fi
-# In case a daemon was started anyway (e.g. by an earlier install), stop the system instances.
-if command -v postfix >/dev/null && postfix status >/dev/null 2>&1; then postfix stop >/dev/null 2>&1 || true; fi
+# In CI, if a daemon was started anyway (e.g. by an earlier install), stop the system instance.
+if [[ "${CI:-}" == "true" ]] && command -v postfix >/dev/null && postfix status >/dev/null 2>&1; then postfix stop >/dev/null 2>&1 || true; fi
 
 PY="${PYTHON:-python3}"
 if [[ ! -x "$VENV/bin/python" ]]; then
