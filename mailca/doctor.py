@@ -1,0 +1,308 @@
+"""``mailca doctor``: check a store's consistency and say exactly what is wrong and how to fix it.
+
+Findings come in three levels:
+
+* ``error``   - the store is inconsistent: a missing certificate or key, a key that does not
+  match its certificate, a corrupt index, a dangling ``live`` link, a private file readable
+  by others.  Each carries a fix.  ``doctor`` exits 5 when there is one.
+* ``pending`` - the leftovers of an interrupted operation (a kill -9, a power cut): temp files,
+  a complete archive version the index does not list yet, a ``live`` link still pointing at the
+  previous version.  The store is consistent (old or new state, never a mix); the next mailca
+  command that takes the lock, or ``doctor --fix``, rolls the operation forward.
+* ``warning`` - harmless but worth knowing (e.g. an incomplete archive directory nobody uses).
+
+``doctor --fix`` takes the lock, rebuilds a corrupt index from the archive, runs
+:meth:`Store.recover` and repairs permissions.  It never invents or deletes keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import keys
+from .errors import MailcaError, StoreError
+from .store import INTENT, TMP_PREFIX, Store
+
+PRIVATE_FILES = ("key.pem", "keyfullchain.pem", "keyfullchain-root.pem")
+REQUIRED_FIELDS = ("serial", "name", "key_type", "not_before", "not_after", "path", "version")
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # error | pending | warning
+    path: str
+    problem: str
+    fix: str
+
+    def line(self) -> str:
+        return f"{self.level.upper():<8} {self.path}: {self.problem}\n         fix: {self.fix}"
+
+
+class Doctor:
+    def __init__(self, store: Store):
+        self.store = store
+        self.findings: list[Finding] = []
+        self.index_ok = True
+
+    def add(self, level, path, problem, fix):
+        self.findings.append(Finding(level, str(path), problem, fix))
+
+    # -------------------------------------------------------------- checks
+    def check_mode(self, path: Path, *, private: bool = False, directory: bool = False):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        mode = stat.S_IMODE(st.st_mode)
+        if (directory or private) and mode & 0o077:
+            want = "700" if directory else "600"
+            what = "directory" if directory else "private key file"
+            self.add("error", path, f"{what} has mode {mode:o}; others can read it",
+                     f"chmod {want} {path}  (or 'mailca doctor --fix')")
+
+    def check_ca(self):
+        s = self.store
+        self.check_mode(s.path, directory=True)
+        self.check_mode(s.ca_dir, directory=True)
+        for fname in ("ca.json", "root.crt", "intermediate.crt", "intermediate.key", "root.key"):
+            p = s.ca_file(fname)
+            if not p.exists():
+                fix = "restore it from a backup" if fname != "root.key" else \
+                    "fine if you keep the root key offline; restore it before 'mailca ca renew-intermediate'"
+                self.add("error" if fname != "root.key" else "warning", p, "missing", fix)
+        for fname in ("root.key", "intermediate.key"):
+            self.check_mode(s.ca_file(fname), private=True)
+        try:
+            from .ca import load_ca
+
+            ca = load_ca(s)
+            ca.intermediate_key  # noqa: B018 - checks key/cert match
+            try:
+                ca.intermediate.verify_directly_issued_by(ca.root)
+            except Exception:
+                self.add("error", s.ca_file("intermediate.crt"), "not signed by root.crt",
+                         "restore ca/ from a backup")
+            return ca
+        except MailcaError as exc:
+            self.add("error", s.ca_dir, str(exc), "restore the CA files from a backup")
+            return None
+
+    def load_index(self) -> list[dict] | None:
+        s = self.store
+        if not s.index_path.exists():
+            if s.certs_dir.exists() and any(s.certs_dir.glob("*/*/archive/[0-9]*")):
+                self.add("error", s.index_path, "missing although certificates exist",
+                         "'mailca doctor --fix' rebuilds it from the archive")
+                self.index_ok = False
+            return []
+        self.check_mode(s.index_path, private=True)
+        try:
+            data = json.loads(s.index_path.read_bytes())
+            if not isinstance(data, dict) or not isinstance(data.get("certs"), list):
+                raise ValueError("no 'certs' list")
+            for i, e in enumerate(data["certs"]):
+                if not isinstance(e, dict):
+                    raise ValueError(f"entry {i} is not an object")
+                missing = [f for f in REQUIRED_FIELDS if f not in e]
+                if missing:
+                    raise ValueError(f"entry {i} lacks {', '.join(missing)}")
+        except (ValueError, OSError) as exc:
+            self.index_ok = False
+            self.add("error", s.index_path, f"corrupt ({exc})",
+                     "'mailca doctor --fix' rebuilds it from the archive (the corrupt file is kept as "
+                     "index.json.corrupt-*); revocations must then be re-applied with 'mailca revoke'")
+            return None
+        return data["certs"]
+
+    def check_entries(self, entries: list[dict]):
+        s = self.store
+        seen: dict[str, str] = {}
+        paths: set[str] = set()
+        for e in entries:
+            vdir = s.path / e["path"]
+            label = f"{e['name']} ({e['key_type']}) v{e['version']}"
+            if e["serial"] in seen and seen[e["serial"]] != e["path"]:
+                self.add("error", s.index_path, f"serial {e['serial']} appears twice ({seen[e['serial']]} and {e['path']})",
+                         "restore index.json from a backup, or move it away and run 'mailca doctor --fix'")
+            seen[e["serial"]] = e["path"]
+            if e["path"] in paths:
+                self.add("error", s.index_path, f"{e['path']} is listed twice",
+                         "move index.json away and run 'mailca doctor --fix' to rebuild it")
+            paths.add(e["path"])
+            if not vdir.is_dir():
+                self.add("error", vdir, f"archive directory of {label} is missing",
+                         "restore it from a backup (the index lists it)")
+                continue
+            self.check_mode(vdir, directory=True)
+            cert_p = vdir / "cert.pem"
+            try:
+                from cryptography import x509
+                from cryptography.hazmat.primitives import serialization
+
+                cert = x509.load_pem_x509_certificate(cert_p.read_bytes())
+            except FileNotFoundError:
+                self.add("error", cert_p, f"certificate of {label} is missing", "restore it from a backup")
+                continue
+            except (ValueError, OSError):
+                self.add("error", cert_p, f"certificate of {label} is unreadable or corrupt", "restore it from a backup")
+                continue
+            der = cert.public_bytes(serialization.Encoding.DER)
+            if e.get("cert_sha256") and hashlib.sha256(der).hexdigest() != e["cert_sha256"]:
+                self.add("error", cert_p, f"is not the certificate the index lists for {label} (fingerprint differs)",
+                         "restore it from a backup, or move index.json away and run 'mailca doctor --fix'")
+            spki = keys.spki_sha256(cert.public_key())
+            if e.get("spki_sha256") and e["spki_sha256"] != spki:
+                self.add("error", cert_p, f"public key differs from the index entry of {label}", "restore it from a backup")
+            if e.get("source") == "csr" and not (vdir / "key.pem").exists():
+                continue
+            key_p = vdir / "key.pem"
+            for f in PRIVATE_FILES:
+                self.check_mode(vdir / f, private=True)
+            try:
+                key = keys.load_private_pem(key_p.read_bytes(), str(key_p))
+            except FileNotFoundError:
+                self.add("error", key_p, f"private key of {label} is missing",
+                         f"restore it from a backup, or replace the certificate: 'mailca renew {e['name']} --new-key'")
+                continue
+            except (MailcaError, OSError) as exc:
+                self.add("error", key_p, f"private key of {label} is unreadable ({exc})",
+                         f"restore it from a backup, or 'mailca renew {e['name']} --new-key'")
+                continue
+            if keys.spki_sha256(key.public_key()) != spki:
+                self.add("error", key_p, f"does not match the certificate of {label}",
+                         f"restore the matching key from a backup, or 'mailca renew {e['name']} --new-key'")
+
+    def check_lineages(self, entries: list[dict] | None):
+        s = self.store
+        if not s.certs_dir.exists():
+            return
+        self.check_mode(s.certs_dir, directory=True)
+        indexed = {e["path"] for e in entries} if entries is not None else None
+        for lineage in sorted(s.certs_dir.glob("*/*")):
+            if not lineage.is_dir() or lineage.name.startswith(TMP_PREFIX):
+                continue
+            self.check_mode(lineage.parent, directory=True)
+            self.check_mode(lineage, directory=True)
+            archive = lineage / "archive"
+            if not archive.is_dir():
+                continue
+            for vdir in sorted(archive.iterdir()):
+                if not vdir.name.isdigit() or indexed is None:
+                    continue
+                rel = s.relpath(vdir)
+                if rel not in indexed:
+                    if s._entry_from_version_dir(vdir) is not None:
+                        self.add("pending", vdir, "complete version not in the index yet (interrupted issue/renew)",
+                                 "none needed: the next mailca command (or 'mailca doctor --fix') adds it")
+                    else:
+                        self.add("warning", vdir, "incomplete archive version, not in the index and unused",
+                                 f"remove it: rm -r {vdir}")
+            link = lineage / "live"
+            want = s._live_target({"certs": entries}, lineage) if entries is not None else None
+            if not os.path.lexists(link):
+                if want:
+                    self.add("pending", link, "missing (interrupted first issue)",
+                             f"none needed: the next mailca command (or 'mailca doctor --fix') points it at {want}")
+                continue
+            if not os.path.islink(link):
+                self.add("error", link, "is not a symlink",
+                         f"move it away; 'mailca doctor --fix' then links it to {want or 'the newest version'}")
+                continue
+            target = os.readlink(link)
+            if not (lineage / target).is_dir():
+                self.add("error", link, f"dangling: points at {target}, which does not exist",
+                         f"'mailca doctor --fix' points it at {want}" if want else "restore the archive from a backup")
+            elif want and target != want:
+                self.add("pending", link, f"points at {target}, the current version is {want}",
+                         "none needed: the next mailca command (or 'mailca doctor --fix') repoints it")
+
+    def check_temp(self):
+        intent = self.store.path / INTENT
+        if intent.exists():
+            self.add("pending", intent, "journal of an interrupted operation",
+                     "none needed: the next mailca command (or 'mailca doctor --fix') finishes it")
+        for root, dirs, files in os.walk(self.store.path):
+            for d in list(dirs):
+                if d.startswith(TMP_PREFIX):
+                    dirs.remove(d)
+                    self.add("pending", os.path.join(root, d), "unfinished temp directory (interrupted write)",
+                             "none needed: removed by the next mailca command (or 'mailca doctor --fix')")
+            for f in files:
+                if f.startswith(TMP_PREFIX):
+                    self.add("pending", os.path.join(root, f), "unfinished temp file (interrupted write)",
+                             "none needed: removed by the next mailca command (or 'mailca doctor --fix')")
+
+    def run(self) -> list[Finding]:
+        s = self.store
+        if not s.path.exists():
+            s.require_ca()
+        if not s.exists():
+            raise StoreError(f"no CA in {s.path}; nothing to check (create one with 'mailca init --dir {s.path} --domain YOUR.DOMAIN')")
+        self.check_ca()
+        entries = self.load_index()
+        if entries:
+            self.check_entries(entries)
+        self.check_lineages(entries)
+        self.check_temp()
+        return self.findings
+
+
+def diagnose(store: Store) -> list[Finding]:
+    return Doctor(store).run()
+
+
+def rebuild_index(store: Store) -> list[str]:
+    """Move a corrupt index away and rebuild it from the archive (under the lock)."""
+    actions = []
+    if store.index_path.exists():
+        keep = store.path / f"index.json.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
+        os.replace(store.index_path, keep)
+        actions.append(f"moved the corrupt index to {keep}")
+    entries = []
+    for vdir in sorted(store.certs_dir.glob("*/*/archive/[0-9]*")) if store.certs_dir.exists() else []:
+        e = store._entry_from_version_dir(vdir)
+        if e is not None:
+            entries.append(e)
+    store._index_cache = None
+    store.save_index({"certs": entries})
+    actions.append(f"rebuilt index.json from {len(entries)} archive versions (revocation marks were in the old index: "
+                   "re-apply them with 'mailca revoke')")
+    return actions
+
+
+def fix(store: Store) -> list[str]:
+    """Repair what can be repaired without a backup; returns the actions taken."""
+    d = Doctor(store)
+    d.run()
+    actions: list[str] = []
+    with store.lock(recover=False):
+        if not d.index_ok:
+            actions += rebuild_index(store)
+        try:
+            actions += store.recover()  # the whole store, not only the journalled lineages
+        except OSError as exc:
+            raise StoreError(f"recovery failed: {exc}; fix the path named above by hand, then run 'mailca doctor' again") from None
+        intent = store.path / INTENT
+        if intent.exists():
+            os.unlink(intent)
+            actions.append(f"removed the finished journal {intent}")
+        for f in d.findings:
+            if f.level == "error" and "others can read it" in f.problem:
+                p = Path(f.path)
+                os.chmod(p, 0o700 if p.is_dir() else 0o600)
+                actions.append(f"chmod {'700' if p.is_dir() else '600'} {p}")
+    return actions
+
+
+def as_json(findings: list[Finding], fixed: list[str] | None = None) -> dict:
+    errors = [f for f in findings if f.level == "error"]
+    return {"consistent": not errors, "errors": len(errors),
+            "pending": sum(1 for f in findings if f.level == "pending"),
+            "warnings": sum(1 for f in findings if f.level == "warning"),
+            "findings": [asdict(f) for f in findings], "fixed": fixed or []}
