@@ -310,6 +310,7 @@ def render_index_html(f: RootFacts, names: dict[str, str], domains: list[str] | 
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Install {cn}</title>
+<link rel="icon" href="data:,">
 <style>{_CSS}</style>
 </head>
 <body>
@@ -328,7 +329,7 @@ by another channel (in person, on paper, by phone). Your device shows it during 
 <div class="fp" id="sha1">{f.sha1_colon}</div>
 </div>
 <p class="mut">Subject: {e(f.subject)}<br>Valid from {e(f.not_before)} until {e(f.not_after)}.
-All fingerprint forms are in <a href="{fp}">{fp}</a>.</p>
+All fingerprint forms are in <a href="{fp}" download="{fp}">{fp}</a>.</p>
 
 <h2 id="scope-h">2. What it can vouch for</h2>
 {scope_html}
