@@ -42,9 +42,10 @@ def _sudo_note(nss: bool) -> None:
 def cli():
     """Put the CA's root into this machine's trust stores, the way mkcert does.
 
-    Use it on admin machines and on the mail server itself (so that Postfix's
-    smtp client, curl, openssl, swaks and posttls-finger verify your own
-    certificates).  Users' devices get the root from 'mailca bundle'.
+    Use it on admin machines and on the mail server itself, so that openssl,
+    curl, Python and other programs using the system store verify your own
+    certificates (Postfix's smtp client too, where smtp_tls_CAfile points at
+    the system bundle).  Users' devices get the root from 'mailca bundle'.
 
     \b
     Stores:
@@ -98,8 +99,8 @@ def install_cmd(store_dir, cert_file, nss, no_system, as_json):
     if not res["changed"]:
         click.echo("Nothing to do: the root was already trusted everywhere you asked for.")
     elif not no_system:
-        click.echo("OpenSSL, curl, Python, Postfix and swaks on this machine now trust certificates from this CA "
-                   "(restart long-running programs). Undo with 'mailca trust uninstall'.")
+        click.echo("Programs using the system store (openssl, curl, Python, ...) now trust certificates from this CA; "
+                   "restart long-running ones. Undo with 'mailca trust uninstall'.")
 
 
 @cli.command("uninstall", short_help="Remove the root from this machine's stores.")
