@@ -446,7 +446,7 @@ def find_private_key(directory: Path) -> Path | None:
             if _KEY_NAME.search(name):
                 return p
             try:
-                if p.is_symlink() or not p.is_file():
+                if not p.is_file():  # follows symlinks: a link to a key is a key
                     continue
                 with open(p, "rb") as fh:
                     head = fh.read(SCAN_BYTES)
