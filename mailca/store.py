@@ -210,7 +210,15 @@ class Store:
         try:
             raw = intent.read_bytes()
         except FileNotFoundError:
-            return []
+            # A kill while the journal itself was being written leaves only its temp file
+            # (nothing else was touched yet): sweep the store's top level, which is cheap.
+            swept = []
+            for f in os.listdir(self.path):
+                if f.startswith(TMP_PREFIX):
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.path / f)
+                    swept.append(f"removed unfinished file {self.path / f}")
+            return swept
         try:
             lineages = [str(x) for x in json.loads(raw)]
         except ValueError:

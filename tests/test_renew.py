@@ -238,7 +238,8 @@ def test_renew_intermediate_keeps_key_constraints_and_chains(ca, tmp_path):
 
     old_copy = tmp_path / "old-int.pem"
     old_copy.write_bytes(old_int)
-    r = ca.ok("ca", "renew-intermediate")
+    later = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0) + dt.timedelta(days=30)
+    r = ca.ok("ca", "renew-intermediate", env=at(later))
     assert "1 current certificate(s) verified" in r.stdout
     assert "publish FIRST:    2 0 1 " in r.stdout and "unchanged:        2 1 1 " in r.stdout
     new_int = ca.intermediate.read_bytes()
@@ -248,7 +249,8 @@ def test_renew_intermediate_keeps_key_constraints_and_chains(ca, tmp_path):
     assert tool(openssl, "x509", "-in", ca.intermediate, "-noout", "-subject").stdout == \
         tool(openssl, "x509", "-in", old_copy, "-noout", "-subject").stdout
     # the existing leaf verifies through the NEW intermediate (openssl)
-    v = tool(openssl, "verify", "-CAfile", ca.root, "-untrusted", ca.intermediate, old_leaf_copy)
+    attime = str(int((later + dt.timedelta(days=1)).replace(tzinfo=dt.timezone.utc).timestamp()))
+    v = tool(openssl, "verify", "-attime", attime, "-CAfile", ca.root, "-untrusted", ca.intermediate, old_leaf_copy)
     assert v.returncode == 0, v.stdout + v.stderr
     # the new intermediate outlives the old one; old one archived
     end = lambda p: tool(openssl, "x509", "-in", p, "-noout", "-enddate").stdout  # noqa: E731
