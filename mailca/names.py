@@ -33,8 +33,10 @@ def _script_of(ch: str) -> str | None:
         return None
     name = unicodedata.name(ch, "")
     first = name.split(" ")[0]
-    # CJK ideographs and kana are used together legitimately; treat them as one script.
-    if first in ("CJK", "HIRAGANA", "KATAKANA"):
+    # CJK ideographs and kana are used together legitimately; treat them as one script
+    # (including the prolonged sound mark 'ー' (KATAKANA-HIRAGANA ...) as in メール, and
+    # the iteration mark '々' (IDEOGRAPHIC ...)).
+    if first in ("CJK", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA", "IDEOGRAPHIC"):
         return "HAN"
     return first or None
 
