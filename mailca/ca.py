@@ -319,10 +319,11 @@ def commit_version(store: Store, ca: CA, *, name: str, key_type: str, key, cert,
     files = version_files(key, cert, ca.intermediate, ca.root, key_pem=key_pem)
     meta = {"name": name, "key_type": key_type, "profile": profile.name, "source": source}
     files["meta.json"] = ((json.dumps(meta, sort_keys=True) + "\n").encode(), False)
+    # Read the index before the first write: a corrupt index must stop us with nothing written.
+    idx = index if index is not None else store.load_index()
     version, vdir = store.write_version(name, key_type, files, durable=durable)
     entry = certinfo.index_entry(cert, name=name, key_type=key_type, path=store.relpath(vdir), version=version,
                                  profile=profile.name, source=source)
-    idx = index if index is not None else store.load_index()
     idx["certs"].append(entry)
     if save_index:
         store.save_index(idx, durable=durable)
@@ -409,10 +410,10 @@ def commit_csr_version(store: Store, ca: CA, name: str, kt: str, cert, profile: 
         "fullchain-root.pem": (c + i + r, False),
         "meta.json": ((json.dumps({"name": name, "key_type": kt, "profile": profile.name, "source": "csr"}) + "\n").encode(), False),
     }
+    idx = store.load_index()  # before the first write: a corrupt index must stop us with nothing written
     version, vdir = store.write_version(name, kt, files)
     entry = certinfo.index_entry(cert, name=name, key_type=kt, path=store.relpath(vdir), version=version,
                                  profile=profile.name, source="csr")
-    idx = store.load_index()
     idx["certs"].append(entry)
     store.save_index(idx)
     store.set_live(name, kt, version)
