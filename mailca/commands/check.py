@@ -1,0 +1,125 @@
+"""mailca check: audit a live SMTP server's TLS (like testssl.sh) and say which Postfix
+setting fixes each problem."""
+
+from __future__ import annotations
+
+import click
+
+from .common import emit_json, json_option
+
+
+def _port_spec(value: str) -> tuple[int, str]:
+    from ..errors import UsageError
+    from ..probe.smtp import DEFAULT_ROLE, ROLES
+
+    port_s, _, role = value.partition(":")
+    try:
+        port = int(port_s)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise UsageError(f"--port {value!r}: not a port number 1-65535 (optionally PORT:ROLE, ROLE one of {', '.join(ROLES)})")
+    role = role.lower() or DEFAULT_ROLE.get(port, "smtp")
+    if role not in ROLES:
+        raise UsageError(f"--port {value!r}: unknown role {role!r}; use one of {', '.join(ROLES)} "
+                         "(smtp and submission use STARTTLS, submissions implicit TLS)")
+    return port, role
+
+
+@click.command("check", short_help="Audit a live SMTP server's TLS and say which setting fixes what.")
+@click.argument("host")
+@click.option("--port", "ports", multiple=True, metavar="PORT[:ROLE]",
+              help="Port to audit (repeatable; default 25).  ROLE is smtp (STARTTLS, MX), submission "
+                   "(STARTTLS, AUTH expected) or submissions (implicit TLS); 25, 587 and 465 get theirs by default.")
+@click.option("--name", default=None, metavar="HOSTNAME",
+              help="Host name the certificate must match and to send as SNI (default: HOST unless it is an IP address).")
+@click.option("--ca", "ca_file", default=None, metavar="FILE",
+              help="Trust these root certificate(s) (PEM) instead of the system store, e.g. your mailca root.")
+@click.option("--tlsa", "tlsa", multiple=True, metavar='"U S M HEX"',
+              help='A TLSA record to match against the chain, e.g. "3 1 1 <sha256>" (repeatable; usages 2 and 3).')
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 300),
+              help="Seconds to wait for any single network step (connect, reply, handshake).")
+@click.option("--min-severity", default="OK", type=click.Choice(["OK", "LOW", "MEDIUM", "HIGH", "CRITICAL"]),
+              help="Hide text findings below this severity (JSON always has all).")
+@click.option("-v", "--verbose", is_flag=True, help="Also list the OK facts (protocols not offered, ...).")
+@json_option
+def cli(host, ports, name, ca_file, tlsa, timeout, min_severity, verbose, as_json):
+    """Audit the TLS of a live SMTP server: protocols, cipher classes, cipher order,
+    forward secrecy, DH group size, the certificate chain as sent (trust, host name,
+    expiry, key, signature), DANE, and SMTP policy (STARTTLS, AUTH before TLS, MAIL FROM
+    before TLS on submission, VRFY).  Each problem comes with the Postfix setting that
+    fixes it -- 'mailca postfix' output already has them all.
+
+    Old protocols (SSLv3, TLS 1.0/1.1) and cipher classes OpenSSL 3 no longer speaks
+    (export, DES, RC4) are probed with hand-built ClientHello messages after STARTTLS,
+    the way testssl.sh's socket mode does.
+
+    \b
+    Exit codes: 0 nothing MEDIUM or worse, 5 findings MEDIUM or worse,
+                6 a port could not be reached or did not speak SMTP/TLS, 2 bad input.
+
+    \b
+    Examples:
+      mailca check mail.example.org
+      mailca check mail.example.org --port 25 --port 587 --port 465
+      mailca check 192.0.2.25 --name mail.example.org --ca ~/mailca/ca/root.crt
+      mailca check mail.example.org --tlsa "3 1 1 0c72ac70b745ac19998811b131d662c9ac69dbdbe7cb23e5b514b56664c5d3d6"
+      mailca check 127.0.0.1 --port 10587:submission --json | jq '.findings[]'
+    """
+    import ipaddress
+
+    from ..errors import CheckFindings, ConnectError, UsageError
+    from ..names import normalize_dns_name
+    from ..probe import certcheck, report
+    from ..probe.audit import Options, audit
+    from ..probe.smtp import Endpoint
+
+    if name is None:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            name = host
+    if name is not None:
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            try:
+                name = normalize_dns_name(name, what="--name")
+            except UsageError:
+                raise
+    specs = [_port_spec(p) for p in (ports or ("25",))]
+    seen = set()
+    for p, _ in specs:
+        if p in seen:
+            raise UsageError(f"--port {p} given twice")
+        seen.add(p)
+    records = tuple(certcheck.parse_tlsa(t) for t in tlsa)
+    ca_certs = tuple(certcheck.load_ca_file(ca_file)) if ca_file else ()
+
+    opts = Options(name=name, ca_certs=ca_certs, tlsa=records, timeout=timeout)
+    endpoints = [Endpoint(host, p, role, timeout) for p, role in specs]
+    rep = audit(host, endpoints, opts)
+
+    if as_json:
+        emit_json(rep.to_json())
+    else:
+        text = report.render_text(_filtered(rep, min_severity), verbose=verbose)
+        click.echo(text)
+    if rep.errors:
+        first = rep.errors[0]
+        raise ConnectError(first.error + ("" if len(rep.errors) == 1 else f" (and {len(rep.errors) - 1} more port(s))"))
+    if rep.exit_code == 5:
+        bad = [f for f in rep.findings if report.at_least(f.severity)]
+        raise CheckFindings(f"{len(bad)} finding(s) rated MEDIUM or worse on {host} (worst: {rep.worst})")
+
+
+def _filtered(rep, floor: str):
+    from dataclasses import replace
+
+    from ..probe.report import rank
+
+    if floor == "OK":
+        return rep
+    ports = tuple(replace(p, findings=tuple(f for f in p.findings if rank(f.severity) >= rank(floor)))
+                  for p in rep.ports)
+    return replace(rep, ports=ports)

@@ -1,0 +1,291 @@
+"""``mailca check`` in one place: per port, one real SMTP session (policy, certificate
+chain) and then a few dozen hand-built ClientHello probes run in parallel, each on its
+own connection, turned into findings.
+
+Order of work for a port (each phase waits for the previous one):
+
+1. policy session: banner, EHLO, (MAIL FROM / VRFY probes), STARTTLS, a real TLS
+   handshake with pyOpenSSL (chain as sent), EHLO again.  Any connection problem here
+   ends the port with a clear error -- no probe is started against a dead server.
+2. protocol probes: SSLv3, TLS 1.0, 1.1, 1.2, 1.3, each a ClientHello for that version only.
+3. for every accepted version <= TLS 1.2: one probe per cipher class; on the highest one
+   also cipher order, forward secrecy and the (EC)DH parameters of DHE and ADH suites.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ..errors import ConnectError
+from . import hello as H
+from .report import Finding, PortReport, Report, finding
+from .smtp import Endpoint, SMTPClient, TLSFailure, open_for_tls
+
+CLASS_IDS = {"NULL": "cipher.null", "aNULL": "cipher.anull", "EXPORT": "cipher.export", "LOW": "cipher.low",
+             "3DES": "cipher.3des", "RC4": "cipher.rc4", "CBC": "cipher.cbc"}
+PROTO_IDS = {H.SSL3: "protocol.sslv3", H.TLS1_0: "protocol.tls1_0", H.TLS1_1: "protocol.tls1_1"}
+_PASSWORD_MECHS = {"PLAIN", "LOGIN"}
+
+
+@dataclass(frozen=True)
+class Options:
+    name: str | None = None
+    ca_certs: tuple = ()
+    tlsa: tuple = ()
+    timeout: float = 10.0
+    workers: int = 8
+    now: _dt.datetime | None = None
+
+
+# --- phase 1: the real SMTP session ------------------------------------------------------
+
+def policy_session(ep: Endpoint, opts: Options) -> tuple[dict, list[Finding], list[bytes]]:
+    facts: dict = {}
+    fs: list[Finding] = []
+    chain: list[bytes] = []
+    port = ep.port
+    sni = opts.name
+    with SMTPClient(ep) as c:
+        c.connect()
+        if ep.implicit_tls:
+            _handshake(c, sni, facts)
+            if c.tls is None:
+                return facts, fs, chain
+            chain = c.tls.chain_der()
+        banner = c.banner()
+        facts["banner"] = banner.text
+        _, ext = c.ehlo()
+        key = "ehlo_after_tls" if ep.implicit_tls else "ehlo_before_tls"
+        facts[key] = sorted(ext)
+        if not ep.implicit_tls:
+            auth = ext.get("AUTH", None)
+            facts["auth_before_tls"] = auth.split() if auth is not None else []
+            if auth is not None:
+                mechs = {m.upper() for m in auth.split()}
+                sev = "HIGH" if mechs & _PASSWORD_MECHS or not mechs else "MEDIUM"
+                fs.append(finding("smtp.auth_before_tls", f"EHLO before STARTTLS offers AUTH {auth}".strip(),
+                                  port=port, severity=sev))
+            if ep.role == "submission":
+                r = c.command("MAIL FROM:<mailca-check@example.invalid>")
+                facts["mail_before_tls"] = {"code": r.code, "accepted": r.code == 250}
+                if r.code == 250:
+                    fs.append(finding("smtp.mail_before_tls", f"MAIL FROM answered {r.code} {r.text}", port=port))
+                c.command("RSET")
+            vrfy = _vrfy(c)
+            if "STARTTLS" not in ext:
+                facts["starttls"] = False
+                sev = "HIGH" if ep.role == "submission" else "MEDIUM"
+                fs.append(finding("smtp.no_starttls", "EHLO does not list STARTTLS", port=port, severity=sev))
+                _vrfy_finding(vrfy, facts, fs, port)
+                c.quit()
+                return facts, fs, chain
+            facts["starttls"] = True
+            c.starttls()
+            _handshake(c, sni, facts)
+            if c.tls is not None:
+                chain = c.tls.chain_der()
+                _, ext = c.ehlo()
+                facts["ehlo_after_tls"] = sorted(ext)
+            if vrfy is None or vrfy.code == 530:
+                vrfy = _vrfy(c) if c.tls is not None else vrfy
+        else:
+            vrfy = _vrfy(c)
+        _vrfy_finding(vrfy, facts, fs, port)
+        if c.tls is not None:
+            auth = ext.get("AUTH")
+            facts["auth_after_tls"] = auth.split() if auth is not None else []
+            if ep.role in ("submission", "submissions"):
+                if auth is None:
+                    fs.append(finding("smtp.no_auth", "EHLO after TLS lists no AUTH", port=port))
+                else:
+                    fs.append(finding("smtp.auth", f"after TLS: {auth}", port=port))
+            c.quit()
+    return facts, fs, chain
+
+
+def _handshake(c: SMTPClient, sni, facts: dict) -> None:
+    try:
+        c.start_tls(sni=sni)
+    except TLSFailure as exc:
+        # The server speaks TLS but refused what OpenSSL offers: the raw probes will tell.
+        facts["tls"] = {"error": exc.message}
+        c.tls = None
+        c.close()
+        return
+    facts["tls"] = {"version": c.tls.version, "cipher": c.tls.cipher}
+
+
+def _vrfy(c: SMTPClient):
+    if c.sock is None:
+        return None
+    return c.command("VRFY postmaster")
+
+
+def _vrfy_finding(r, facts, fs, port):
+    if r is None:
+        facts["vrfy"] = None
+        return
+    enabled = r.code in (250, 251, 252, 550, 551, 553)
+    facts["vrfy"] = {"code": r.code, "enabled": enabled}
+    if enabled:
+        fs.append(finding("smtp.vrfy", f"VRFY postmaster answered {r.code} {r.text}", port=port))
+
+
+# --- phases 2 and 3: raw probes -------------------------------------------------------
+
+class Prober:
+    def __init__(self, ep: Endpoint, opts: Options, pool: ThreadPoolExecutor):
+        self.ep, self.opts, self.pool = ep, opts, pool
+        self.count = 0
+
+    def one(self, version: int, suites, *, full: bool = False) -> H.HelloResult:
+        sock = open_for_tls(self.ep)
+        self.count += 1
+        try:
+            r = H.probe(sock, version, suites, sni=self.opts.name, timeout=self.ep.timeout, full=full)
+        except H.ProbeTimeout:
+            raise ConnectError(f"{self.ep.label}: no answer to a {H.VERSION_NAMES[version]} ClientHello "
+                               f"within {self.ep.timeout:g} s") from None
+        finally:
+            sock.close()
+        if r.outcome == "garbage":
+            raise ConnectError(f"{self.ep.label}: does not speak TLS after {'connect' if self.ep.implicit_tls else 'STARTTLS'} ({r.detail})")
+        return r
+
+    def many(self, jobs: dict) -> dict:
+        futs = {k: self.pool.submit(self.one, *args, **kw) for k, (args, kw) in jobs.items()}
+        return {k: f.result() for k, f in futs.items()}
+
+
+def tls_probes(pr: Prober) -> tuple[dict, list[Finding]]:
+    port = pr.ep.port
+    fs: list[Finding] = []
+    facts: dict = {}
+
+    # Phase 2: protocols.
+    jobs = {v: ((v, H.TLS13_SUITES if v == H.TLS1_3 else H.ALL_SUITES), {"full": v != H.TLS1_3})
+            for v in H.VERSIONS}
+    res = pr.many(jobs)
+    accepted = [v for v in H.VERSIONS if res[v].accepted and res[v].version == v]
+    facts["protocols"] = {H.VERSION_NAMES[v]: v in accepted for v in H.VERSIONS}
+    if not accepted:
+        why = "; ".join(f"{H.VERSION_NAMES[v]}: {res[v].detail or res[v].outcome}" for v in H.VERSIONS)
+        raise ConnectError(f"{pr.ep.label}: no TLS version accepted ({why})")
+    for v, cid in PROTO_IDS.items():
+        if v in accepted:
+            fs.append(finding(cid, f"server answered a {H.VERSION_NAMES[v]}-only ClientHello with "
+                                   f"{res[v].cipher_name}", port=port))
+    if H.TLS1_3 in accepted:
+        fs.append(finding("protocol.tls1_3", res[H.TLS1_3].cipher_name or "", port=port))
+    else:
+        fs.append(finding("protocol.no_tls1_3", "", port=port))
+    if H.TLS1_2 not in accepted and H.TLS1_3 not in accepted:
+        fs.append(finding("protocol.no_tls1_2", "highest version: " + H.VERSION_NAMES[max(accepted)], port=port))
+
+    legacy = [v for v in accepted if v != H.TLS1_3]
+    classes: dict[str, dict[str, str]] = {k: {} for k in H.CIPHER_CLASSES}
+    if legacy:
+        top = max(legacy)
+        first = res[top]
+        # Phase 3: cipher classes on every accepted version, order / FS / DH on the top one.
+        jobs = {(k, v): ((v, codes), {}) for k, codes in H.CIPHER_CLASSES.items() for v in legacy}
+        jobs["reverse"] = ((top, tuple(reversed(H.ALL_SUITES))), {})
+        jobs["fs"] = ((top, H.FS_SUITES), {})
+        jobs["dhe"] = ((top, H.DHE_SUITES), {"full": True})
+        jobs["adh"] = ((top, H.ADH_SUITES), {"full": True})
+        r3 = pr.many(jobs)
+        for (k, v), r in ((key, r) for key, r in r3.items() if isinstance(key, tuple)):
+            if r.accepted and r.version == v:
+                classes[k][H.VERSION_NAMES[v]] = r.cipher_name
+        rev = r3["reverse"]
+        order = None
+        if rev.accepted and first.accepted:
+            order = rev.cipher == first.cipher
+        facts["preferred_cipher"] = first.cipher_name
+        facts["server_cipher_order"] = order
+        if order is False:
+            fs.append(finding("cipher.order", f"offered strongest-first it chose {first.cipher_name}, "
+                                              f"weakest-first {rev.cipher_name}", port=port))
+        fs_ok = (r3["fs"].accepted and r3["fs"].version == top) or H.TLS1_3 in accepted
+        facts["forward_secrecy"] = fs_ok
+        if not fs_ok:
+            fs.append(finding("cipher.no_fs", "no ECDHE/DHE suite accepted", port=port))
+        elif first.accepted and H.suite(first.cipher) and not H.suite(first.cipher).forward_secret and order:
+            fs.append(finding("cipher.fs_not_preferred", f"preferred cipher {first.cipher_name}", port=port))
+        dh = {}
+        for key, label in (("dhe", "DHE"), ("adh", "ADH")):
+            r = r3[key]
+            dh[label] = r.dh_bits if (r.accepted and r.version == top) else None
+        facts["dh_bits"] = dh
+        sized = {k: b for k, b in dh.items() if b}
+        if sized:
+            smallest = min(sized.values())
+            detail = ", ".join(f"{k} {b} bits" for k, b in sized.items())
+            if smallest < 1024:
+                fs.append(finding("kex.dh_weak", detail, port=port))
+            elif smallest < 2048:
+                fs.append(finding("kex.dh_small", detail, port=port))
+        curve = first.curve if first.accepted else None
+        facts["ecdh_group"] = H.GROUP_NAMES.get(curve, curve) if curve else None
+    else:
+        facts.update(preferred_cipher=None, server_cipher_order=None, forward_secrecy=True,
+                     dh_bits={"DHE": None, "ADH": None}, ecdh_group=None)
+    if H.TLS1_3 in accepted:
+        facts["tls13_group"] = H.GROUP_NAMES.get(res[H.TLS1_3].curve, res[H.TLS1_3].curve)
+    facts["cipher_classes"] = classes
+    for k, cid in CLASS_IDS.items():
+        if classes[k]:
+            fs.append(finding(cid, ", ".join(f"{v}: {n}" for v, n in classes[k].items()), port=port))
+    if not classes["AEAD"] and H.TLS1_3 not in accepted:
+        fs.append(finding("cipher.no_aead", "", port=port))
+    # Certificates from the raw TLS <= 1.2 answer, in case the real handshake failed.
+    facts["_raw_chain"] = list(res[max(legacy)].certs) if legacy else []
+    return facts, fs
+
+
+def audit_port(ep: Endpoint, opts: Options) -> PortReport:
+    from . import certcheck
+    from ..certinfo import utcnow
+
+    t0 = time.monotonic()
+    tls = "implicit" if ep.implicit_tls else "starttls"
+    try:
+        facts, fs, chain = policy_session(ep, opts)
+        if facts.get("starttls") is False:
+            return PortReport(ep.port, ep.role, tls, None, facts, tuple(fs), time.monotonic() - t0)
+        with ThreadPoolExecutor(max_workers=opts.workers) as pool:
+            pr = Prober(ep, opts, pool)
+            pfacts, pfs = tls_probes(pr)
+        raw_chain = pfacts.pop("_raw_chain")
+        facts.update(pfacts)
+        facts["probes"] = pr.count + 1
+        fs.extend(pfs)
+        if not chain:
+            chain = raw_chain
+        cfacts, cfs = certcheck.analyze(chain, port=ep.port, name=opts.name, ca_certs=list(opts.ca_certs),
+                                        tlsa=list(opts.tlsa), now=opts.now or utcnow())
+        facts["certificate"] = cfacts
+        fs.extend(cfs)
+        if "tls" in facts and "error" not in facts["tls"]:
+            t = facts["tls"]
+            fs.append(finding("tls.handshake", f"{t['version']} {t['cipher']}"
+                              + ("" if ep.implicit_tls else " after STARTTLS"), port=ep.port))
+    except ConnectError as exc:
+        return PortReport(ep.port, ep.role, tls, exc.message, {}, (), time.monotonic() - t0)
+    return PortReport(ep.port, ep.role, tls, None, facts, tuple(fs), time.monotonic() - t0)
+
+
+def audit(host: str, endpoints: list[Endpoint], opts: Options) -> Report:
+    from ..certinfo import iso, utcnow
+
+    started = iso(utcnow())
+    t0 = time.monotonic()
+    if len(endpoints) == 1:
+        ports = [audit_port(endpoints[0], opts)]
+    else:
+        with ThreadPoolExecutor(max_workers=len(endpoints)) as pool:
+            ports = list(pool.map(lambda e: audit_port(e, opts), endpoints))
+    return Report(host, opts.name, tuple(ports), started, time.monotonic() - t0)

@@ -1,0 +1,223 @@
+"""Findings of ``mailca check``: severities, the catalogue of what can be found and which
+Postfix setting fixes it, and the text / JSON renderings.
+
+The JSON schema (``schema: "mailca-check/1"``) is documented in docs/check.md and is
+stable: fields are only ever added, never renamed or removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SCHEMA = "mailca-check/1"
+
+SEVERITIES = ("OK", "LOW", "MEDIUM", "HIGH", "CRITICAL")
+_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+def rank(severity: str) -> int:
+    return _RANK[severity]
+
+
+def at_least(severity: str, floor: str = "MEDIUM") -> bool:
+    return _RANK[severity] >= _RANK[floor]
+
+
+_PROTO_FIX = ("smtpd_tls_protocols = >=TLSv1.2 and smtpd_tls_mandatory_protocols = >=TLSv1.2 in main.cf "
+              "(Postfix < 3.6: !SSLv2, !SSLv3, !TLSv1, !TLSv1.1)")
+_CIPHER_FIX = ("smtpd_tls_exclude_ciphers = aNULL, eNULL, EXPORT, DES, RC4, 3DES, IDEA, MD5 in main.cf, "
+               "and keep eNULL / @SECLEVEL=0 out of tls_*_cipherlist (smtpd_tls_ciphers = medium, "
+               "smtpd_tls_mandatory_ciphers = high)")
+_CERT_FIX = ("smtpd_tls_chain_files = /etc/mailca/certs/HOST/ecdsa-p256/live/keyfullchain.pem "
+             "(a certificate from 'mailca issue HOST'; clients trust it once they install the root "
+             "from 'mailca bundle')")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One kind of finding: its id, default severity, title and the setting that fixes it."""
+
+    id: str
+    severity: str
+    title: str
+    fix: str = ""
+
+
+CATALOG: dict[str, Check] = {c.id: c for c in (
+    # protocols
+    Check("protocol.sslv3", "HIGH", "SSLv3 offered (POODLE)", _PROTO_FIX),
+    Check("protocol.tls1_0", "LOW", "TLS 1.0 offered (deprecated, RFC 8996)", _PROTO_FIX),
+    Check("protocol.tls1_1", "LOW", "TLS 1.1 offered (deprecated, RFC 8996)", _PROTO_FIX),
+    Check("protocol.no_tls1_2", "MEDIUM", "neither TLS 1.2 nor TLS 1.3 offered",
+          "smtpd_tls_protocols = >=TLSv1.2 and a Postfix linked against OpenSSL >= 1.0.1"),
+    Check("protocol.tls1_3", "OK", "TLS 1.3 offered"),
+    Check("protocol.no_tls1_3", "LOW", "TLS 1.3 not offered",
+          "Postfix >= 3.4 with OpenSSL >= 1.1.1; do not exclude TLSv1.3 in smtpd_tls_protocols"),
+    # cipher classes
+    Check("cipher.null", "CRITICAL", "NULL ciphers (no encryption) offered", _CIPHER_FIX),
+    Check("cipher.anull", "HIGH", "anonymous (aNULL: ADH/AECDH) ciphers offered: no server authentication",
+          _CIPHER_FIX),
+    Check("cipher.export", "CRITICAL", "EXPORT ciphers (40/56 bit) offered", _CIPHER_FIX),
+    Check("cipher.low", "HIGH", "LOW ciphers (DES, RC2) offered", _CIPHER_FIX),
+    Check("cipher.3des", "MEDIUM", "Triple DES / IDEA ciphers offered (SWEET32)", _CIPHER_FIX),
+    Check("cipher.rc4", "HIGH", "RC4 ciphers offered", _CIPHER_FIX),
+    Check("cipher.cbc", "LOW", "obsolete CBC ciphers (AES/Camellia/ARIA/SEED in CBC mode) offered",
+          "smtpd_tls_mandatory_ciphers = high plus smtpd_tls_protocols = >=TLSv1.2 leaves mostly AEAD suites"),
+    Check("cipher.no_aead", "MEDIUM", "no AEAD cipher (AES-GCM, ChaCha20-Poly1305) offered",
+          "smtpd_tls_protocols = >=TLSv1.2 with smtpd_tls_ciphers = medium (OpenSSL >= 1.0.1)"),
+    Check("cipher.order", "MEDIUM", "server does not enforce its own cipher order",
+          "tls_preempt_cipherlist = yes in main.cf"),
+    Check("cipher.no_fs", "MEDIUM", "no forward-secret (ECDHE/DHE) cipher offered",
+          "smtpd_tls_eecdh_grade = auto (default) and do not exclude kEECDH/kEDH"),
+    Check("cipher.fs_not_preferred", "LOW", "server prefers a cipher without forward secrecy",
+          "tls_preempt_cipherlist = yes with the default (ECDHE-first) cipher order"),
+    Check("kex.dh_small", "MEDIUM", "Diffie-Hellman group smaller than 2048 bits",
+          "smtpd_tls_dh1024_param_file = auto (Postfix >= 3.7, built-in 2048-bit group) or a 2048-bit "
+          "file from 'openssl dhparam -out dh2048.pem 2048'"),
+    Check("kex.dh_weak", "HIGH", "Diffie-Hellman group smaller than 1024 bits",
+          "smtpd_tls_dh1024_param_file = auto (Postfix >= 3.7) or a 2048-bit dhparam file"),
+    Check("kex.export_rsa", "CRITICAL", "temporary export RSA key offered (FREAK)", _CIPHER_FIX),
+    # certificate
+    Check("cert.untrusted", "HIGH", "certificate chain does not verify against the trusted roots", _CERT_FIX),
+    Check("cert.self_signed", "HIGH", "self-signed server certificate", _CERT_FIX),
+    Check("cert.hostname", "HIGH", "certificate does not match the host name", _CERT_FIX),
+    Check("cert.expired", "CRITICAL", "certificate expired or not yet valid",
+          "renew: 'mailca renew' (then 'postfix reload')"),
+    Check("cert.expiring", "MEDIUM", "certificate expires soon",
+          "renew: 'mailca renew' (then 'postfix reload')"),
+    Check("cert.weak_key", "HIGH", "weak certificate key", _CERT_FIX),
+    Check("cert.weak_signature", "HIGH", "certificate signed with MD5 or SHA-1", _CERT_FIX),
+    Check("cert.none", "HIGH", "no certificate could be obtained", _CERT_FIX),
+    Check("cert.ok", "OK", "certificate chain"),
+    # DANE
+    Check("dane.match", "OK", "DANE: a TLSA record matches the presented chain"),
+    Check("dane.mismatch", "HIGH", "DANE: no TLSA record matches the presented chain",
+          "publish the records 'mailca dane HOST' prints, or deploy the certificate they name "
+          "(smtpd_tls_chain_files)"),
+    # SMTP policy
+    Check("smtp.no_starttls", "HIGH", "STARTTLS not offered",
+          "smtpd_tls_security_level = may (port 25) or encrypt (submission), with smtpd_tls_chain_files set"),
+    Check("smtp.auth_before_tls", "HIGH", "AUTH advertised before STARTTLS (passwords may travel in clear)",
+          "smtpd_tls_auth_only = yes in main.cf (or -o smtpd_tls_security_level=encrypt on submission)"),
+    Check("smtp.mail_before_tls", "MEDIUM", "MAIL FROM accepted before STARTTLS on a submission port",
+          "-o smtpd_tls_security_level=encrypt on the submission service in master.cf"),
+    Check("smtp.vrfy", "LOW", "VRFY answers (address harvesting)", "disable_vrfy_command = yes in main.cf"),
+    Check("smtp.no_auth", "LOW", "submission port offers no AUTH after TLS",
+          "-o smtpd_sasl_auth_enable=yes on the submission service in master.cf"),
+    Check("smtp.auth", "OK", "AUTH mechanisms"),
+    Check("tls.handshake", "OK", "TLS handshake"),
+)}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing ``check`` found on one port.  ``fix`` names the Postfix setting that fixes it."""
+
+    id: str
+    severity: str
+    title: str
+    detail: str = ""
+    fix: str = ""
+    port: int | None = None
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "severity": self.severity, "title": self.title, "detail": self.detail,
+                "fix": self.fix, "port": self.port}
+
+
+def finding(check_id: str, detail: str = "", *, port: int | None = None, severity: str | None = None) -> Finding:
+    c = CATALOG[check_id]
+    sev = severity or c.severity
+    return Finding(check_id, sev, c.title, detail, c.fix if sev != "OK" else "", port)
+
+
+@dataclass(frozen=True)
+class PortReport:
+    """Everything learned about one port: facts for --json and the findings."""
+
+    port: int
+    role: str
+    tls: str                     # "starttls" or "implicit"
+    error: str | None = None
+    facts: dict = field(default_factory=dict)
+    findings: tuple[Finding, ...] = ()
+    elapsed: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"port": self.port, "role": self.role, "tls": self.tls, "error": self.error,
+                "elapsed_seconds": round(self.elapsed, 3), **self.facts,
+                "findings": [f.to_json() for f in self.findings]}
+
+
+@dataclass(frozen=True)
+class Report:
+    host: str
+    name: str | None
+    ports: tuple[PortReport, ...]
+    started: str
+    elapsed: float
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [f for p in self.ports for f in p.findings]
+
+    @property
+    def worst(self) -> str:
+        sevs = [f.severity for f in self.findings]
+        return max(sevs, key=rank) if sevs else "OK"
+
+    @property
+    def errors(self) -> list[PortReport]:
+        return [p for p in self.ports if p.error]
+
+    @property
+    def exit_code(self) -> int:
+        if self.errors:
+            return 6
+        return 5 if at_least(self.worst) else 0
+
+    def to_json(self) -> dict:
+        return {
+            "schema": SCHEMA,
+            "host": self.host,
+            "name": self.name,
+            "started": self.started,
+            "elapsed_seconds": round(self.elapsed, 3),
+            "worst": self.worst,
+            "exit_code": self.exit_code,
+            "ports": [p.to_json() for p in self.ports],
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+def render_text(report: Report, *, verbose: bool = False) -> str:
+    """The human table: one line per finding, worst first within a port, each problem
+    followed by the setting that fixes it."""
+    out = []
+    for p in report.ports:
+        head = f"{report.host} port {p.port} ({p.role}, {'implicit TLS' if p.tls == 'implicit' else 'STARTTLS'})"
+        out.append(head)
+        out.append("-" * len(head))
+        if p.error:
+            out.append(f"  ERROR     {p.error}")
+            out.append("")
+            continue
+        fs = sorted(p.findings, key=lambda f: -rank(f.severity))
+        for f in fs:
+            if f.severity == "OK" and not verbose and f.id not in ("cert.ok", "dane.match", "protocol.tls1_3",
+                                                                    "tls.handshake", "smtp.auth"):
+                continue
+            text = f.title + (f": {f.detail}" if f.detail else "")
+            out.append(f"  {f.severity:<9} {text}")
+            if f.fix:
+                out.append(f"  {'':<9}   fix: {f.fix}")
+        out.append("")
+    counts = {s: 0 for s in SEVERITIES}
+    for f in report.findings:
+        counts[f.severity] += 1
+    summary = ", ".join(f"{counts[s]} {s}" for s in reversed(SEVERITIES[1:]) if counts[s])
+    line = f"Worst: {report.worst}" + (f" ({summary})" if summary else "")
+    if report.errors:
+        line = f"{len(report.errors)} of {len(report.ports)} port(s) could not be audited; " + line
+    out.append(line + f"; {len(report.ports)} port(s) in {report.elapsed:.2f} s")
+    return "\n".join(out)
