@@ -240,8 +240,12 @@ def load_policy(store, days_before: int | None) -> tuple[Policy, dict]:
     except FileNotFoundError:
         store.require_ca()
         raise StoreError(f"{store.ca_file('ca.json')} is missing; restore it from a backup") from None
+    except PermissionError:
+        raise StoreError(f"cannot read {store.ca_file('ca.json')}: permission denied (run as the store's owner)") from None
     except (ValueError, OSError) as exc:
         raise StoreError(f"{store.ca_file('ca.json')} is corrupt ({exc}); restore it from a backup") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("profile_data", {}), dict):
+        raise StoreError(f"{store.ca_file('ca.json')} is corrupt (not a JSON object with a profile); restore it from a backup")
     data = meta.get("profile_data")
     if data:
         prof = build_profile(meta.get("profile", "default"), data, merged=True)
