@@ -186,6 +186,15 @@ CASES = [
          setup=lambda store, tmp: (write("index.json", "{}")(store, tmp),
                                    csr("ok.csr", *EC, "-subj", "/CN=mail.example.org")(store, tmp))),
     Case("init-twice", ["init", "--domain", "example.org"], STORE, "a CA already exists"),
+    # ---- the root key passphrase (the one command that loads the root key) ------------
+    Case("wrong-root-passphrase", ["ca", "renew-intermediate"], USAGE, "wrong passphrase for",
+         env={"MAILCA_PASSPHRASE": "not the passphrase"}),
+    Case("empty-root-passphrase", ["ca", "renew-intermediate"], USAGE, "MAILCA_PASSPHRASE is set but empty",
+         env={"MAILCA_PASSPHRASE": ""}),
+    Case("wrong-root-passphrase-file", ["ca", "renew-intermediate", "--passphrase-file", "{tmp}/pw"], USAGE,
+         "wrong passphrase for", env={"MAILCA_PASSPHRASE": None}, setup=profile_file("pw", "not the passphrase\n")),
+    Case("no-root-passphrase", ["ca", "renew-intermediate"], USAGE, "no terminal to prompt on",
+         env={"MAILCA_PASSPHRASE": None}),
     # ---- init ----------------------------------------------------------------------
     Case("init-ed25519", ["init", "--domain", "example.org", "--key-type", "ed25519"], USAGE, "ed25519", store="none"),
     Case("init-unknown-key-type", ["init", "--domain", "example.org", "--key-type", "rsa-1024"], USAGE,

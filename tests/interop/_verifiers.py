@@ -186,8 +186,5 @@ def all_verifiers(root: Path, intermediate: Path, leaf: Path, fullchain: Path, h
         "gnutls": gnutls(root, fullchain, host, ip=ip),
         "cryptography": pyca(root, intermediate, leaf, host, ip=ip),
     }
-    if ip:
-        out["nss"] = nss_chain(root, intermediate, leaf, workdir)
-    else:
-        out["nss"] = nss(root, intermediate, leaf, host, workdir)
+    out["nss"] = nss(root, intermediate, leaf, host, workdir)  # CERT_VerifyCertName also matches IP SANs
     return out

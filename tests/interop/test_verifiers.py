@@ -56,17 +56,19 @@ def nss_work(tmp_path_factory):
     return tmp_path_factory.mktemp("nss")
 
 
-def check_all(ca, cert: dict, names: list[str], workdir: Path, *, wrong: str = "nothere.example.org"):
+def check_all(ca, cert: dict, names: list[str], workdir: Path, *, wrong: str = "nothere.example.org",
+              ip: bool = False):
     paths = cert["paths"]
     leaf, chain, full = Path(paths["cert"]), Path(paths["chain"]), Path(paths["fullchain"])
-    assert set(names) <= set(cert["names"]), cert["names"]
+    if not ip and not any(n.startswith("*.") for n in cert["names"]):
+        assert set(names) <= set(cert["names"]), cert["names"]
     failures = []
     for name in names:
-        for tool_name, verdict in V.all_verifiers(ca.root, chain, leaf, full, name, workdir).items():
+        for tool_name, verdict in V.all_verifiers(ca.root, chain, leaf, full, name, workdir, ip=ip).items():
             if not verdict.ok:
                 failures.append(f"{tool_name} rejected {name}:\n{verdict.output}")
     # the host-name check is real: every verifier refuses a name the certificate lacks
-    for tool_name, verdict in V.all_verifiers(ca.root, chain, leaf, full, wrong, workdir).items():
+    for tool_name, verdict in V.all_verifiers(ca.root, chain, leaf, full, wrong, workdir, ip=ip).items():
         if verdict.ok:
             failures.append(f"{tool_name} accepted {wrong}, which is not in the certificate")
     assert not failures, "\n\n".join(failures)
@@ -125,6 +127,32 @@ def test_dual_pair(tools, ca_by_type, nss_work):
         k = tool("openssl", "pkey", "-in", cert["paths"]["key"], "-pubout").stdout
         c = tool("openssl", "x509", "-in", cert["paths"]["cert"], "-noout", "-pubkey").stdout
         assert k and k == c
+
+
+def test_wildcard_certificate(tools, ca_by_type, nss_work):
+    """*.example.org (wildcard profile) matches one label, not two, and not the bare domain."""
+    ca = ca_by_type("ecdsa-p256")
+    [cert] = ca.issue("*.example.org", "--profile", "wildcard")
+    assert cert["names"] == ["*.example.org"]
+    check_all(ca, cert, ["imap.example.org", "smtp.example.org"], nss_work, wrong="a.b.example.org")
+    paths = cert["paths"]
+    for verdict in V.all_verifiers(ca.root, paths["chain"], paths["cert"], paths["fullchain"], "example.org",
+                                   nss_work).values():
+        assert not verdict.ok, f"{verdict.tool} matched the bare domain against *.example.org"
+
+
+def test_ip_address_certificate(tools, tmp_path_factory, nss_work):
+    """With a profile that permits IP ranges, IP SANs verify (and other addresses do not)."""
+    prof = tmp_path_factory.mktemp("ipprof") / "ip.toml"
+    prof.write_text('[ca]\npermitted_ip_ranges = ["192.0.2.0/24", "2001:db8::/32"]\n[leaf]\nallow_ip = true\n')
+    ca = make_ca(tmp_path_factory.mktemp("ipca") / "store", "example.org", extra=["--profile", prof])
+    [cert] = ca.issue("mail.example.org", "--ip", "192.0.2.25", "--ip", "2001:db8::25")
+    assert cert["ips"] == ["192.0.2.25", "2001:db8::25"]
+    check_all(ca, cert, ["192.0.2.25", "2001:db8::25"], nss_work, wrong="192.0.2.26", ip=True)
+    check_all(ca, cert, ["mail.example.org"], nss_work)
+    # an address outside the permitted ranges is refused before signing
+    r = ca.run("issue", "mail.example.org", "--ip", "198.51.100.25")
+    assert r.returncode == 2 and "outside the CA's permitted IP ranges" in r.stderr
 
 
 def test_csr_signed_certificate(tools, ca_by_type, nss_work, tmp_path):
