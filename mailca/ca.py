@@ -106,15 +106,21 @@ def init_ca(store: Store, *, domains: list[str], org: str, profile: Profile, pas
         raise UsageError("at least one --domain is needed: the CA may only vouch for names under it (e.g. --domain example.org)")
     kt = keys.check_key_type(key_type or profile.ca_key_type)
     now = now or certinfo.utcnow()
+    organization = (org or "").strip() or profile.subject.get("organization", "").strip() or doms[0]
+    if len(organization) > 64 or not organization.isprintable():
+        raise UsageError(
+            f"organization name {organization!r} must be 1..64 printable characters (X.520 limit); "
+            "give --org NAME within that limit"
+        )
     subject = builders.SubjectFields(
-        organization=org or profile.subject.get("organization", "") or doms[0],
+        organization=organization,
         organizational_unit=profile.subject.get("organizational_unit", ""),
         country=profile.subject.get("country", ""),
         state=profile.subject.get("state", ""),
         locality=profile.subject.get("locality", ""),
     )
     constraints = builders.Constraints(tuple(doms), profile.permitted_ip_ranges)
-    label = subject.organization
+    label = subject.organization[:43].rstrip()  # the CNs below must stay within 64 characters
     root_key = keys.generate(kt)
     int_key = keys.generate(kt)
     root = builders.build_root(

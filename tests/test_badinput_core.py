@@ -196,6 +196,12 @@ CASES = [
     Case("no-root-passphrase", ["ca", "renew-intermediate"], USAGE, "no terminal to prompt on",
          env={"MAILCA_PASSPHRASE": None}),
     # ---- init ----------------------------------------------------------------------
+    Case("init-org-too-long", ["init", "--domain", "example.org", "--org", "O" * 65], USAGE,
+         "must be 1..64 printable characters", store="none"),
+    Case("init-org-control-char", ["init", "--domain", "example.org", "--org", "Mail\nInc"], USAGE,
+         "'Mail\\nInc' must be 1..64 printable", store="none"),
+    Case("init-long-domain-needs-org", ["init", "--domain", "a" * 60 + ".example.org"], USAGE,
+         "give --org NAME", store="none"),
     Case("init-ed25519", ["init", "--domain", "example.org", "--key-type", "ed25519"], USAGE, "ed25519", store="none"),
     Case("init-unknown-key-type", ["init", "--domain", "example.org", "--key-type", "rsa-1024"], USAGE,
          "unknown key type 'rsa-1024'", store="none"),

@@ -214,3 +214,20 @@ def test_root_key_passphrase_from_file(tmp_path):
     key = store / "ca" / "root.key"
     assert tool("openssl", "pkey", "-in", key, "-passin", "pass:another passphrase", "-noout").returncode == 0
     assert tool("openssl", "pkey", "-in", key, "-passin", f"pass:{PASSPHRASE}", "-noout").returncode != 0
+
+
+def test_long_and_blank_org_names(tmp_path):
+    """A 60-character --org fits O (<= 64); the CA common names are shortened to stay within
+    64 characters.  A blank --org falls back to the first domain."""
+    long_org = "Mail Cooperative of the Example Organisation e.V. Berlin"  # 56 characters
+    r = run(["--dir", tmp_path / "a", "init", "--domain", "example.org", "--org", long_org])
+    assert r.returncode == 0, r.stderr
+    subj = tool("openssl", "x509", "-in", tmp_path / "a" / "ca" / "intermediate.crt", "-noout", "-subject",
+                "-nameopt", "multiline").stdout
+    cn = [l.split("=", 1)[1].strip() for l in subj.splitlines() if l.strip().startswith("commonName")][0]
+    assert len(cn) <= 64 and cn.endswith("Mail Intermediate CA")
+    assert f"organizationName          = {long_org}" in subj
+    r = run(["--dir", tmp_path / "b", "init", "--domain", "example.org", "--org", "   "])
+    assert r.returncode == 0, r.stderr
+    subj = tool("openssl", "x509", "-in", tmp_path / "b" / "ca" / "root.crt", "-noout", "-subject").stdout
+    assert "O = example.org, CN = example.org Root CA" in subj
