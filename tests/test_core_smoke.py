@@ -12,9 +12,7 @@ import os
 import re
 from pathlib import Path
 
-import pytest
-
-from conftest import PASSPHRASE, make_ca, require, run, tool
+from conftest import PASSPHRASE, require, run, tool
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 FPR = re.compile(r"^([0-9A-F]{2}:){31}[0-9A-F]{2}$")

@@ -97,8 +97,8 @@ def test_each_ca_key_type(tools, ca_by_type, nss_work, ca_kt):
 
 def test_multi_san_host(tools, ca_by_type, nss_work):
     ca = ca_by_type("ecdsa-p256")
-    names = ["mail.example.org", "smtp.example.org", "imap.example.org", "mx1.example.net"]
-    [cert] = ca.issue(names[0], "--san", names[1], "--san", names[2], "--san", names[3])
+    names = ["mail.example.org", "smtp.example.org", "imap.example.org", "mx1.example.net", "example.org"]
+    [cert] = ca.issue(names[0], *[a for n in names[1:] for a in ("--san", n)])
     assert cert["names"] == names
     check_all(ca, cert, names, nss_work, wrong="pop.example.org")
 
@@ -111,6 +111,14 @@ def test_idn_host(tools, ca_by_type, nss_work):
     # the A-label is what the certificate carries (mail clients match A-labels)
     text = tool("openssl", "x509", "-in", cert["paths"]["cert"], "-noout", "-ext", "subjectAltName").stdout
     assert "DNS:xn--bcher-kva.example.org" in text
+
+
+def test_idn_domain_ca(tools, tmp_path_factory, nss_work):
+    """A CA whose permitted domain is itself an IDN (bücher.de): constraints hold A-labels."""
+    ca = make_ca(tmp_path_factory.mktemp("idnca") / "store", "bücher.de")
+    [cert] = ca.issue("mail.bücher.de", "--san", "bücher.de")
+    assert cert["names"] == ["mail.xn--bcher-kva.de", "xn--bcher-kva.de"]
+    check_all(ca, cert, cert["names"], nss_work, wrong="mail.xn--bcher-kva.com")
 
 
 def test_dual_pair(tools, ca_by_type, nss_work):
