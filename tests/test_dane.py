@@ -1,0 +1,177 @@
+"""`mailca dane` digests against openssl and hash-slinger, and the rekey rollover rules
+(2 x TTL since the next record was first printed; MAILCA_NOW is the clock)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+
+import pytest
+
+from conftest import base_env, make_ca, require, snapshot, tool
+
+HOST = "mail.example.org"
+T0 = "2027-03-01T12:00:00Z"
+
+
+def at(ts: str) -> dict:
+    return base_env(MAILCA_NOW=ts)
+
+
+@pytest.fixture(scope="module")
+def dual(tmp_path_factory):
+    ca = make_ca(tmp_path_factory.mktemp("dane") / "store", "example.org")
+    ca.issue(HOST, "--san", "smtp.example.org", "--key-type", "ecdsa-p256", "--key-type", "rsa-2048")
+    return ca
+
+
+def records(ca, *args, env=None) -> list[dict]:
+    r = ca.run("dane", HOST, "--json", *args, env=env)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["records"]
+
+
+def openssl_spki_sha256(cert_path) -> str:
+    """openssl x509 -pubkey | openssl pkey -pubin -outform DER | sha256sum"""
+    pub = tool("openssl", "x509", "-in", cert_path, "-noout", "-pubkey", check=True).stdout
+    import subprocess
+
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=pub.encode(), capture_output=True,
+                         check=True).stdout
+    out = subprocess.run(["sha256sum"], input=der, capture_output=True, check=True).stdout.decode()
+    return out.split()[0]
+
+
+def openssl_cert_sha256(cert_path) -> str:
+    import subprocess
+
+    der = subprocess.run(["openssl", "x509", "-in", str(cert_path), "-outform", "DER"], capture_output=True, check=True).stdout
+    return hashlib.sha256(der).hexdigest()
+
+
+def test_3_1_1_matches_openssl_and_hash_slinger(dual):
+    require("openssl")
+    require("tlsa")
+    recs = [r for r in records(dual, "--usage", "3") if r["role"] == "current"]
+    assert sorted(r["key_type"] for r in recs) == ["ecdsa-p256", "rsa-2048"]
+    for rec in recs:
+        cert = dual.live(HOST, rec["key_type"]) / "cert.pem"
+        assert rec["data"] == openssl_spki_sha256(cert)
+        # hash-slinger, offline: --certificate FILE makes it skip the network
+        r = tool("tlsa", "--create", "--certificate", cert, "--usage", "3", "--selector", "1", "--mtype", "1",
+                 "--port", "25", HOST, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert f"_25._tcp.{HOST}. IN TLSA 3 1 1 {rec['data']}" in r.stdout
+
+
+def test_ta_records_match_openssl(dual):
+    inter = dual.dir / "ca" / "intermediate.crt"
+    recs = records(dual, "--usage", "2", "--ta-selector", "both")
+    got = {r["rdata"][:5]: r["data"] for r in recs}
+    assert got == {"2 0 1": openssl_cert_sha256(inter), "2 1 1": openssl_spki_sha256(inter)}
+    root = records(dual, "--usage", "2", "--ta", "root")
+    assert [r["data"] for r in root] == [openssl_cert_sha256(dual.root)]
+
+
+def test_zone_lines_ports_and_san_lookup(dual):
+    r = dual.ok("dane", "smtp.example.org", "--port", "25", "--port", "465", "--ttl", "300")
+    lines = [ln for ln in r.stdout.splitlines() if not ln.startswith(";")]
+    rx = re.compile(r"^_(25|465)\._tcp\.mail\.example\.org\. 300 IN TLSA ([23]) ([01]) 1 [0-9a-f]{64}$")
+    assert lines and all(rx.match(ln) for ln in lines), lines
+    assert {rx.match(ln).group(1) for ln in lines} == {"25", "465"}
+    assert len(lines) == 2 * 3  # per port: two 3 1 1 (dual) + one 2 0 1
+    assert "DNSSEC" in r.stdout
+
+
+def test_rollover_rules(tmp_path):
+    ca = make_ca(tmp_path / "store", "example.org")
+    ca.issue(HOST)
+    lineage = ca.dir / "certs" / HOST / "ecdsa-p256"
+    old = records(ca, "--usage", "3")[0]["data"]
+
+    st = ca.run("rekey", HOST, "--stage", "--json", env=at(T0))
+    assert st.returncode == 0, st.stderr
+    staged = json.loads(st.stdout)["staged"][0]
+    assert stat.S_IMODE(os.stat(lineage / "next-key.pem").st_mode) == 0o600
+    assert json.loads((lineage / "next.json").read_text())["first_published"] is None
+    # staging twice is refused
+    r = ca.run("rekey", HOST, "--stage", env=at(T0))
+    assert r.returncode == 3 and "already staged" in r.stderr
+    # never printed: commit refused, nothing written
+    before = snapshot(ca.dir)
+    r = ca.run("rekey", HOST, "--commit", env=at("2027-03-02T12:00:00Z"))
+    assert r.returncode == 3 and "never been printed" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert snapshot(ca.dir) == before
+    # dane prints current + next; the next digest comes from the key alone
+    recs = records(ca, "--usage", "3", "--ttl", "3600", env=at(T0))
+    assert [(r["role"], r["data"]) for r in recs] == [("current", old), ("next", staged["spki_sha256"])]
+    meta = json.loads((lineage / "next.json").read_text())
+    assert meta["first_published"] == T0 and meta["ttl"] == 3600
+    # printing again later does not move first_published
+    records(ca, "--usage", "3", env=at("2027-03-01T12:30:00Z"))
+    assert json.loads((lineage / "next.json").read_text())["first_published"] == T0
+    # 1 s before 2 x TTL: refused
+    before = snapshot(ca.dir)
+    r = ca.run("rekey", HOST, "--commit", env=at("2027-03-01T13:59:59Z"))
+    assert r.returncode == 3 and "2027-03-01T14:00:00Z" in r.stderr, r.stderr
+    assert snapshot(ca.dir) == before
+    # at 2 x TTL: allowed; the new certificate carries the staged key
+    r = ca.run("rekey", HOST, "--commit", "--json", env=at("2027-03-01T14:00:00Z"))
+    assert r.returncode == 0, r.stderr
+    new = json.loads(r.stdout)["certificates"][0]
+    assert new["spki_sha256"] == staged["spki_sha256"] != old
+    assert openssl_spki_sha256(ca.live(HOST) / "cert.pem") == staged["spki_sha256"]
+    assert not (lineage / "next-key.pem").exists() and not (lineage / "next.json").exists()
+    assert [r["data"] for r in records(ca, "--usage", "3")] == [staged["spki_sha256"]]
+
+
+def test_force_abort_and_ttl_growth(tmp_path):
+    ca = make_ca(tmp_path / "store", "example.org")
+    ca.issue(HOST)
+    lineage = ca.dir / "certs" / HOST / "ecdsa-p256"
+    ca.ok("rekey", HOST, "--stage", env=at(T0))
+    records(ca, "--ttl", "600", env=at(T0))
+    records(ca, "--ttl", "7200", env=at("2027-03-01T12:05:00Z"))  # a larger TTL printed later counts
+    r = ca.run("rekey", HOST, "--commit", env=at("2027-03-01T12:30:00Z"))
+    assert r.returncode == 3 and "7200" in r.stderr and "2027-03-01T16:00:00Z" in r.stderr, r.stderr
+    ca.ok("rekey", HOST, "--abort")
+    assert not (lineage / "next-key.pem").exists()
+    assert [r["role"] for r in records(ca, "--usage", "3")] == ["current"]
+    # --force commits early, with a warning
+    ca.ok("rekey", HOST, "--stage", env=at(T0))
+    r = ca.run("rekey", HOST, "--commit", "--force", env=at("2027-03-01T12:00:01Z"))
+    assert r.returncode == 0 and "warning" in r.stderr and "--force" in r.stderr, r.stderr
+
+
+def test_dual_rollover_stages_both(tmp_path):
+    ca = make_ca(tmp_path / "store", "example.org")
+    ca.issue(HOST, "--key-type", "ecdsa-p256", "--key-type", "rsa-2048")
+    ca.ok("rekey", HOST, "--stage", "--key-type", "rsa-2048", env=at(T0))
+    recs = records(ca, "--usage", "3", env=at(T0))
+    assert sorted((r["key_type"], r["role"]) for r in recs) == [
+        ("ecdsa-p256", "current"), ("rsa-2048", "current"), ("rsa-2048", "next")]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["dane", "nocert.example.org"], "nocert.example.org"),
+    (["dane", HOST, "--port", "70000"], "70000"),
+    (["dane", HOST, "--port", "smtp"], "smtp"),
+    (["dane", HOST, "--usage", "1"], "--usage"),
+    (["dane", HOST, "--ta", "leaf"], "--ta"),
+    (["dane", HOST, "--ta-selector", "2"], "--ta-selector"),
+    (["dane", HOST, "--ttl", "0"], "--ttl"),
+    (["rekey", HOST], "--stage"),
+    (["rekey", HOST, "--commit"], "--stage"),
+    (["rekey", HOST, "--stage", "--force"], "--force"),
+    (["rekey", HOST, "--stage", "--key-type", "rsa-4096"], "rsa-4096"),
+    (["rekey", "nocert.example.org", "--stage"], "nocert.example.org"),
+])
+def test_bad_input(dual, args, needle):
+    before = snapshot(dual.dir)
+    r = dual.run(*args)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(err) == 1 and err[0].startswith("mailca: error:") and needle in err[0], r.stderr
+    assert snapshot(dual.dir) == before
