@@ -407,7 +407,9 @@ class Store:
                 actions.append(f"added {rel} to the index")
         if added:
             self.save_index(index)
-        # 3. live links point at the newest non-revoked version of each lineage
+        # 3. live links point at the newest version of each lineage, revoked or not: after
+        #    'mailca revoke' the revoked certificate stays live until a new one is issued
+        #    (falling back to an older version could serve other names or another key)
         for lineage in lineage_dirs:
             if not (lineage / "archive").is_dir():
                 continue
@@ -425,7 +427,7 @@ class Store:
         rel_prefix = self.relpath(lineage) + "/archive/"
         best = None
         for e in index["certs"]:
-            if e["path"].startswith(rel_prefix) and e.get("status") != "revoked":
+            if e["path"].startswith(rel_prefix):
                 if best is None or e["version"] > best["version"]:
                     best = e
         if best is None:
