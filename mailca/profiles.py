@@ -137,7 +137,9 @@ def read_toml(path: str | os.PathLike) -> dict:
 def packaged_names() -> list[str]:
     from importlib import resources
 
-    return sorted(p.name[:-5] for p in resources.files(PACKAGE_PROFILES).iterdir() if p.name.endswith(".toml"))
+    # tls-*.toml are TLS profiles for 'mailca postfix/dovecot' (mailca.mailconf.tlsprofiles), not certificate profiles
+    return sorted(p.name[:-5] for p in resources.files(PACKAGE_PROFILES).iterdir()
+                  if p.name.endswith(".toml") and not p.name.startswith("tls-"))
 
 
 def read_packaged(name: str) -> dict:
