@@ -182,6 +182,39 @@ def test_weak_protocols_and_ciphers_fail_on_every_port(live, case):
         assert offered, f"this OpenSSL cannot offer {case}; the test would prove nothing"
 
 
+RAW_CASES = [("SSLv3", "AEAD"), ("TLSv1.0", "CBC"), ("TLSv1.1", "CBC"), ("TLSv1.2", "EXPORT"), ("TLSv1.2", "LOW"),
+             ("TLSv1.2", "3DES"), ("TLSv1.2", "RC4"), ("TLSv1.2", "NULL"), ("TLSv1.2", "aNULL")]
+
+
+def test_hand_built_client_hellos_for_what_openssl_3_cannot_offer(live):
+    """OpenSSL 3 cannot even offer SSLv3/EXPORT/DES/3DES/RC4, so the s_client cases above fail
+    on the client side.  Here the weak suites are really put on the wire, in hand-built
+    ClientHellos (mailca.probe.hello, from `mailca check`): the server must not answer with a
+    ServerHello.  (The server's OpenSSL 3 lacks most of them too - the config is the second
+    line of defence, which the aNULL/eNULL/TLS 1.0/1.1 cases above exercise.)"""
+    from mailca.probe.hello import CIPHER_CLASSES, SSL3, TLS1_0, TLS1_1, TLS1_2, probe
+    from mailca.probe.smtp import Endpoint, open_for_tls
+
+    versions = {"SSLv3": SSL3, "TLSv1.0": TLS1_0, "TLSv1.1": TLS1_1, "TLSv1.2": TLS1_2}
+    ca, srv, _ = live
+    for svc, port in srv.ports.items():
+        ep = Endpoint("127.0.0.1", port, role=svc)
+        for ver, cls in RAW_CASES:
+            sock = open_for_tls(ep)
+            try:
+                res = probe(sock, versions[ver], CIPHER_CLASSES[cls], sni=HOST, timeout=10)
+            finally:
+                sock.close()
+            assert not res.accepted, (svc, ver, cls, res)
+        # control: the same machinery gets a ServerHello for TLS 1.2 + AEAD suites
+        sock = open_for_tls(ep)
+        try:
+            res = probe(sock, TLS1_2, CIPHER_CLASSES["AEAD"], sni=HOST, timeout=10)
+        finally:
+            sock.close()
+        assert res.accepted and res.version == TLS1_2, (svc, res)
+
+
 # --------------------------------------------------------------------------------- 5. DANE
 def dane_records(ca, *args, env=None) -> list[dict]:
     r = ca.run("dane", HOST, "--ta-selector", "both", "--json", *args, env=env)
