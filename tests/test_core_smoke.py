@@ -229,3 +229,18 @@ def test_long_and_blank_org_names(tmp_path):
     assert r.returncode == 0, r.stderr
     subj = tool("openssl", "x509", "-in", tmp_path / "b" / "ca" / "root.crt", "-noout", "-subject").stdout
     assert "O = example.org, CN = example.org Root CA" in subj
+
+
+def test_very_long_names(tmp_path):
+    """Names near the 253-octet limit: init (whose self-test name would not fit below such a
+    domain) and a wildcard certificate (verified through a one-label stand-in) both work."""
+    domain = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 48]) + ".org"  # 244 octets
+    assert len(domain) == 244
+    store = tmp_path / "s"
+    r = run(["--dir", store, "init", "--domain", domain, "--org", "Long"])
+    assert r.returncode == 0, r.stderr
+    r = run(["--dir", store, "issue", "*." + domain, "--profile", "wildcard", "--json"])
+    assert r.returncode == 0, r.stderr
+    r = run(["--dir", store, "issue", "x" * 8 + "." + domain, "--json"])  # 253 octets exactly
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["certificates"][0]["name"]) == 253
