@@ -154,6 +154,35 @@ def mark_published(store, entries: list[dict], ttl: int, now: _dt.datetime) -> l
     return out
 
 
+def drop_staged(store, entry: dict) -> None:
+    """Remove the staged key files of ``entry``'s lineage (under the lock)."""
+    import contextlib
+    import os
+
+    from .store import fsync_dir
+
+    d = lineage_dir(store, entry)
+    for f in (NEXT_META, NEXT_KEY):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(d / f)
+    fsync_dir(d)
+
+
+def finish_interrupted(store, entries: list[dict]) -> list[dict]:
+    """A staged key that already IS the current key means a commit was interrupted after the
+    new version went live: drop the leftovers.  Returns the entries that still have a real
+    staged key."""
+    left = []
+    for e in entries:
+        meta = read_staged(store, e)
+        if meta is not None and meta["spki_sha256"] == e["spki_sha256"]:
+            with store.lock():
+                drop_staged(store, e)
+        else:
+            left.append(e)
+    return left
+
+
 def commit_ready_at(meta: dict) -> _dt.datetime | None:
     if not meta.get("first_published"):
         return None
@@ -176,7 +205,7 @@ def records(store, ca, entries: list[dict], *, host: str, ports: list[int], usag
                                   f"DANE-EE: {e['key_type']} key of the current certificate (serial {e['serial'][:16]}...)",
                                   host, ttl))
                 meta = read_staged(store, e)
-                if meta is not None:
+                if meta is not None and meta["spki_sha256"] != e["spki_sha256"]:  # equal: commit interrupted
                     out.append(Record(port, 3, 1, 1, meta["spki_sha256"], "next", e["key_type"],
                                       f"DANE-EE: staged NEXT {e['key_type']} key ('mailca rekey --commit' switches to it)",
                                       host, ttl))

@@ -175,3 +175,20 @@ def test_bad_input(dual, args, needle):
     err = r.stderr.strip().splitlines()
     assert r.returncode != 0 and len(err) == 1 and err[0].startswith("mailca: error:") and needle in err[0], r.stderr
     assert snapshot(dual.dir) == before
+
+
+def test_interrupted_commit_is_recognised(tmp_path):
+    """A crash after the new version went live but before the staged files were removed
+    leaves next-key.pem == the live key: dane must not print it as 'next', rekey drops it."""
+    ca = make_ca(tmp_path / "store", "example.org")
+    ca.issue(HOST)
+    lineage = ca.dir / "certs" / HOST / "ecdsa-p256"
+    cur = records(ca, "--usage", "3")[0]["data"]
+    (lineage / "next-key.pem").write_bytes((ca.live(HOST) / "key.pem").read_bytes())
+    os.chmod(lineage / "next-key.pem", 0o600)
+    (lineage / "next.json").write_text(json.dumps({"spki_sha256": cur, "key_type": "ecdsa-p256",
+                                                   "first_published": T0, "ttl": 3600}))
+    assert [r["role"] for r in records(ca, "--usage", "3")] == ["current"]
+    r = ca.run("rekey", HOST, "--commit")
+    assert r.returncode == 3 and "no next key is staged" in r.stderr, r.stderr
+    assert not (lineage / "next-key.pem").exists() and not (lineage / "next.json").exists()

@@ -48,6 +48,7 @@ def cli(store_dir, host, action, key_types, force, as_json):
                 raise UsageError(f"--key-type {k}: {entries[0]['name']} has no such certificate; it has {', '.join(sorted(have))}")
         entries = [e for e in entries if e["key_type"] in wanted]
     name = entries[0]["name"]
+    dane.finish_interrupted(store, entries)
     now = certinfo.utcnow()
     out = []
     if action == "stage":
@@ -80,19 +81,9 @@ def cli(store_dir, host, action, key_types, force, as_json):
     if not staged:
         raise StoreError(f"no next key is staged for {name}; run 'mailca rekey {name} --stage' first")
     if action == "abort":
-        import os
-
         with store.lock():
             for e, m in staged:
-                d = dane.lineage_dir(store, e)
-                for f in (dane.NEXT_META, dane.NEXT_KEY):
-                    try:
-                        os.unlink(d / f)
-                    except FileNotFoundError:
-                        pass
-                from ..store import fsync_dir
-
-                fsync_dir(d)
+                dane.drop_staged(store, e)
                 out.append(m)
         if as_json:
             emit_json({"host": name, "aborted": out})
@@ -128,21 +119,13 @@ def cli(store_dir, host, action, key_types, force, as_json):
         cert = camod.sign_leaf(ca, key.public_key(), dns=list(e["names"]), ips=list(e.get("ips", [])), days=days,
                                profile=profile, now=now)
         prepared.append((e, m, key, cert, profile))
-    import os
-
-    from ..store import fsync_dir
-
     with store.lock():
         for e, m, key, cert, profile in prepared:
+            # new version live first, staged files last: a crash in between leaves a staged key
+            # equal to the current one, which the next rekey/dane run recognises and drops
             issued = camod.commit_version(store, ca, name=e["name"], key_type=e["key_type"], key=key, cert=cert,
                                           profile=profile, source="rekey")
-            d = dane.lineage_dir(store, e)
-            for f in (dane.NEXT_META, dane.NEXT_KEY):
-                try:
-                    os.unlink(d / f)
-                except FileNotFoundError:
-                    pass
-            fsync_dir(d)
+            dane.drop_staged(store, e)
             out.append(issued.as_dict(store))
     if as_json:
         emit_json({"host": name, "certificates": out})
