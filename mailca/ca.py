@@ -79,6 +79,8 @@ def load_ca(store: Store) -> CA:
     store.require_ca()
     try:
         meta = json.loads(store.ca_file(CA_META).read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
         if not isinstance(meta.get("domains"), list) or not meta["domains"]:
             raise ValueError("no domains")
     except (ValueError, OSError) as exc:

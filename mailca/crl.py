@@ -357,13 +357,29 @@ def journal_path(store) -> Path:
 
 
 def _journal_error(store, text: str) -> StoreError:
+    """Locate the first bad line of the journal and say what is wrong with it."""
+    seen: dict[int, int] = {}
     for n, line in enumerate(text.split("\n"), 1):
-        if line and not line.startswith("#") and not _JLINE.match(line):
+        if not line or line.startswith("#"):
+            continue
+        if not _JLINE.match(line):
             return StoreError(
                 f"{journal_path(store)} line {n} is malformed ({line[:50]!r}); each line needs serial, revoked_at, "
                 "reason, name, key type and version, tab-separated - fix or remove that line"
             )
-    return StoreError(f"{journal_path(store)} lists a serial twice; remove the duplicate line")
+        serial, _when, reason = line.split("\t")[:3]
+        if reason not in REASON_CODES:
+            return StoreError(f"{journal_path(store)} line {n}: unknown reason {reason!r}; "
+                              f"valid: {', '.join(REASON_CODES)}")
+        if serial.startswith("0"):
+            return StoreError(f"{journal_path(store)} line {n}: serial {serial!r} has leading zeros; "
+                              f"write it as {format(int(serial, 16), 'x')}")
+        if int(serial, 16) in seen:
+            return StoreError(f"{journal_path(store)} lines {seen[int(serial, 16)]} and {n} both list serial {serial}; "
+                              "remove one")
+        seen[int(serial, 16)] = n
+    return StoreError(f"{journal_path(store)} cannot be read as a revocation journal; restore it or delete it "
+                      "to rebuild it from index.json")
 
 
 def _read_journal_text(store) -> str | None:
@@ -443,18 +459,15 @@ def read_journal(store) -> dict[int, dict] | None:
     text = _read_journal_text(store)
     if text is None:
         return None
-    if len(_JLINE.findall(text)) != len(_DATA_LINE.findall(text)):
-        raise _journal_error(store, text)
     out: dict[int, dict] = {}
     for line in text.split("\n"):
         if not line or line.startswith("#"):
             continue
-        serial, when, reason, name, kt, version = line.split("\t")
-        if reason not in REASON_CODES:
-            raise StoreError(f"{journal_path(store)}: serial {serial} has unknown reason {reason!r}; "
-                             f"valid: {', '.join(REASON_CODES)}")
-        if int(serial, 16) in out:
+        fields = line.split("\t")
+        if (len(fields) != 6 or not _JLINE.match(line) or fields[2] not in REASON_CODES or fields[0].startswith("0")
+                or int(fields[0], 16) in out):
             raise _journal_error(store, text)
+        serial, when, reason, name, kt, version = fields
         out[int(serial, 16)] = {"serial": serial, "revoked_at": when, "reason": reason, "name": name,
                                 "key_type": kt, "version": version}
     return out

@@ -276,11 +276,12 @@ def revoke(store, target: str | None, *, reason: str | None = None, key_type: st
         index = store.load_index()
         p = plan(index, ca, kind, value, reason=reason_name, key_type=key_type, all_key_types=all_key_types,
                  explicit_reason=explicit)
-        # an interrupted revoke is finished (temp files swept) by the next locked command
-        store.note_intent(crlmod.crl_dir(store))
         journal = crlmod.read_journal(store)
         if journal is None:
             journal = crlmod.journal_from_index(index)
+        crlmod.next_number(store)  # crl/state.json must be readable before anything is written
+        # an interrupted revoke is finished (temp files swept) by the next locked command
+        store.note_intent(crlmod.crl_dir(store))
         for e in p.targets:
             prior = journal.get(int(e["serial"], 16))
             # a run interrupted between journal and index already chose the time: keep it
