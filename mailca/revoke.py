@@ -101,6 +101,14 @@ def parse_target(value: str | None) -> tuple[str, object]:
         raise UsageError("name what to revoke: 'mailca revoke mail.example.org' or 'mailca revoke SERIAL' "
                          "(serials: 'mailca status')")
     v = value.strip()
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(v.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        raise UsageError(f"{v!r} is an IP address; revoke by the certificate's host name or serial (see 'mailca status')")
     if "." in v:
         return "name", normalize_dns_name(v, allow_wildcard=True)
     return "serial", parse_serial(v)

@@ -114,6 +114,8 @@ CASES = [
     ("serial-too-long", ["revoke", "1" * 41], None, 2, "longer than 20 octets"),
     ("serial-zero", ["revoke", "00:00"], None, 2, "is zero"),
     ("bad-host-name", ["revoke", "mail..example.org"], None, 2, "'..'"),
+    ("ip-address", ["revoke", "192.0.2.25"], None, 2, "'192.0.2.25' is an IP address"),
+    ("ipv6-address", ["revoke", "2001:db8::25"], None, 2, "is an IP address"),
     ("no-target", ["revoke"], None, 2, "name what to revoke"),
     ("blank-target", ["revoke", "   "], None, 2, "name what to revoke"),
     ("intermediate-serial", ["revoke", "{intermediate}"], None, 2, "intermediate CA certificate"),
