@@ -16,6 +16,8 @@ API (stable, keep it)::
         log_file: Path          # Postfix's maillog_file (postlogd)
         def start(self): ...    # `postfix -c config_dir start`, waits until every port accepts a
                                 # connection (timeout), raises RuntimeError with the log tail otherwise
+                                # (only the ports whose service master_cf defines: a master_cf with
+                                # just "smtp" gets ports for all three, but only smtp listens)
         def reload(self): ...   # `postfix -c config_dir reload`, waits until ready again
         def stop(self): ...     # stops Postfix (and Dovecot); safe to call twice
         def postconf(self, *args) -> str   # runs `postconf -c config_dir ARGS`, returns stdout
@@ -174,8 +176,9 @@ def _master_cf_entries(text: str) -> list[list[str]]:
     return entries
 
 
-def merge_master_cf(text: str, ports: dict[str, int]) -> str:
-    """Base services + ``text`` (same name/type replaces), listeners bound to 127.0.0.1:PORT."""
+def merge_master_cf(text: str, ports: dict[str, int], active: set[str] | None = None) -> str:
+    """Base services + ``text`` (same name/type replaces), listeners bound to 127.0.0.1:PORT.
+    The listener services found are added to ``active``."""
     merged: dict[tuple[str, str], list[str]] = {}
     for src in (BASE_MASTER_CF, text):
         for entry in _master_cf_entries(src):
@@ -189,6 +192,8 @@ def merge_master_cf(text: str, ports: dict[str, int]) -> str:
                 if svc not in ports:
                     continue  # an inet service the harness does not manage: never bind it
                 name = f"127.0.0.1:{ports[svc]}"
+                if active is not None:
+                    active.add(svc)
             fields[0] = name
             fields[4] = "n"  # no chroot
             merged[(name, typ)] = [" ".join(fields)] + entry[1:]
@@ -274,7 +279,9 @@ class PostfixServer:
         main = merge_main_cf(self.main_cf_text, self.isolation_overrides(),
                              defaults={"myhostname": "mail.example.org"})
         (self.config_dir / "main.cf").write_text(main)
-        (self.config_dir / "master.cf").write_text(merge_master_cf(self.master_cf_text, self.ports))
+        active: set[str] = set()
+        (self.config_dir / "master.cf").write_text(merge_master_cf(self.master_cf_text, self.ports, active))
+        self.active_services = active
 
     def _write_dovecot(self) -> None:
         d = self.dovecot_dir
@@ -373,7 +380,8 @@ service auth {{
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
-        pending = dict(self.ports)
+        active = getattr(self, "active_services", None) or set(self.ports)
+        pending = {svc: p for svc, p in self.ports.items() if svc in active}
         while pending and time.monotonic() < deadline:
             for svc, port in list(pending.items()):
                 if self._port_ready(port):

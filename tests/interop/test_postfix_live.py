@@ -267,3 +267,36 @@ def test_dane_rollover_new_key_matches_the_next_record(live):
     after = dane_records(ca)
     assert [r["rdata"] for r in after if r["role"] == "current"] == [nxt[0]["rdata"]]
     assert not [r for r in after if r["role"] == "next"]
+
+
+# ------------------------------------------------- dual certificates, root as DANE-TA anchor
+def test_dual_pair_and_root_trust_anchor(tmp_path):
+    """A second instance: ECDSA + RSA pair for mx2, rendered with --dane-ta root.  An RSA-only
+    client gets the RSA certificate, an ECDSA client the ECDSA one, each verifies with its own
+    3 1 1 record, and the root's 2 0 1 record verifies because the root is now sent."""
+    require("postfix")
+    ca = make_ca(tmp_path / "store", "example.org")
+    mx2 = "mx2.example.org"
+    ca.issue(mx2, "--key-type", "ecdsa-p256", "--key-type", "rsa-2048")
+    out = tmp_path / "out"
+    ca.ok("postfix", mx2, "--write", out, "--dane-ta", "root", "--ports", "25")
+    r = ca.run("dane", mx2, "--ta", "root", "--json")
+    recs = json.loads(r.stdout)["records"]
+    ee = {x["key_type"]: x["rdata"] for x in recs if x["usage"] == 3}
+    ta = [x["rdata"] for x in recs if x["usage"] == 2]
+    with PostfixServer(tmp_path / "pf", main_cf=(out / "main.cf.mailca").read_text(),
+                       master_cf=(out / "master.cf.mailca").read_text()) as srv:
+        port = srv.ports["smtp"]
+        rsa_only = ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256", "-sigalgs", "RSA-PSS+SHA256:RSA+SHA256"]
+        ec_only = ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]
+        for client, kt in ((rsa_only, "rsa-2048"), (ec_only, "ecdsa-p256")):
+            other = "ecdsa-p256" if kt == "rsa-2048" else "rsa-2048"
+            r = s_client(port, *client, "-verify_return_error", "-verify_hostname", mx2, "-CAfile", ca.root)
+            assert handshake_ok(r), (kt, r.stderr)
+            r = s_client(port, *client, "-dane_tlsa_domain", mx2, "-dane_tlsa_rrdata", ee[kt], "-verify_return_error")
+            assert handshake_ok(r), (kt, r.stderr)
+            r = s_client(port, *client, "-dane_tlsa_domain", mx2, "-dane_tlsa_rrdata", ee[other], "-verify_return_error")
+            assert not handshake_ok(r), (kt, "verified against the other key's record")
+        r = s_client(port, "-dane_tlsa_domain", mx2, "-dane_tlsa_rrdata", ta[0], "-verify_return_error")
+        assert handshake_ok(r), r.stderr
+        assert "matched TA certificate at depth 2" in r.stderr  # the root, sent as the 3rd certificate
