@@ -87,12 +87,6 @@ def tlv(tag: int, content: bytes) -> bytes:
     return bytes((tag,)) + der_length(len(content)) + content
 
 
-def der_integer(n: int) -> bytes:
-    if n < 0:
-        raise ValueError("negative INTEGER")
-    return tlv(0x02, n.to_bytes((n.bit_length() + 8) // 8, "big"))
-
-
 def der_time_from_iso(s: str) -> bytes:
     """RFC 5280 Time for an ISO 8601 UTC string ``YYYY-MM-DDTHH:MM:SSZ``."""
     m = _ISO_RE.match(s) if isinstance(s, str) else None
@@ -103,10 +97,6 @@ def der_time_from_iso(s: str) -> bytes:
     if 1950 <= int(y) < 2050:
         return b"\x17\x0d" + (y[2:] + mo + d + h + mi + sec + "Z").encode()
     return b"\x18\x0f" + (y + mo + d + h + mi + sec + "Z").encode()
-
-
-def der_time(t: _dt.datetime) -> bytes:
-    return der_time_from_iso(certinfo.iso(t))
 
 
 def _children(der: bytes) -> list[bytes]:
@@ -586,6 +576,9 @@ def write_crl_locked(store, ca, *, now: _dt.datetime | None = None, entries=None
                 write_journal(store, journal)
             entries = entries_from_journal_records(journal)
     next_update = now + _dt.timedelta(days=ca.profile.crl_next_update_days)
+    if next_update > ca.intermediate.not_valid_after_utc:
+        warnings.append(f"the intermediate CA expires {certinfo.iso(ca.intermediate.not_valid_after_utc)}, before this "
+                        "CRL's nextUpdate; renew it with 'mailca ca renew-intermediate'")
     number = next_number(store)
     key = ca.intermediate_key
     der = build_crl_der(ca.intermediate, key, entries, this_update=now, next_update=next_update, number=number)

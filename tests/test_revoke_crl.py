@@ -416,3 +416,50 @@ def test_help_teaches():
     for cmd, words in (("revoke", ["keyCompromise", "--key-type", "Examples"]), ("crl", ["--out", "Examples", "openssl crl"])):
         r = run([cmd, "--help"])
         assert r.returncode == 0 and all(w in r.stdout for w in words), r.stdout
+
+
+def test_concurrent_crl_runs_get_distinct_growing_numbers(ca):
+    """The CRL number is taken under the store lock: parallel runs never share one."""
+    import subprocess
+    import sys
+
+    from conftest import base_env
+
+    ca.issue("a.example.org")
+    ca.ok("revoke", "a.example.org")  # CRL #1
+    procs = [subprocess.Popen([sys.executable, "-m", "mailca", "--dir", str(ca.dir), "crl", "--json"],
+                              env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(6)]
+    numbers = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        numbers.append(json.loads(out)["crl_number"])
+    assert sorted(numbers) == list(range(2, 8))
+    from cryptography import x509
+
+    on_disk = load_crl(crl_pem(ca)).extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    assert on_disk == 7 == json.loads((ca.dir / "crl" / "state.json").read_text())["crl_number"]
+
+
+def test_journal_restores_revocations_after_index_rebuild(ca):
+    """'mailca doctor --fix' rebuilds a corrupt index from the archive (which knows nothing
+    of revocations); the journal puts the marks back."""
+    from mailca.revoke import reapply_journal
+    from mailca.store import Store
+
+    a = ca.issue("a.example.org")[0]
+    ca.issue("b.example.org")
+    ca.ok("revoke", "a.example.org", "--reason", "cessationOfOperation")
+    (ca.dir / "index.json").write_text("{ not json")
+    ca.run("doctor", "--fix")
+    assert entry(ca, a["serial"])["status"] == "active"  # the rebuilt index lost the mark
+    store = Store(ca.dir)
+    with store.lock():
+        notes = reapply_journal(store)
+    assert any(a["serial"] in n for n in notes)
+    e = entry(ca, a["serial"])
+    assert e["status"] == "revoked" and e["revocation_reason"] == "cessationOfOperation"
+    # and status shows it
+    rows = json.loads(ca.ok("status", "--json").stdout)["certificates"]
+    assert {r["serial"]: r["state"] for r in rows}[a["serial"]] == "revoked"
