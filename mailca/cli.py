@@ -91,8 +91,13 @@ def main(argv=None) -> int:
     except click.exceptions.Abort:
         click.echo("mailca: aborted", err=True)
         return 130
+    except click.UsageError as exc:
+        # One line, like every other error; say where the help is.
+        cmd = exc.ctx.command_path if exc.ctx is not None else "mailca"
+        click.echo(f"mailca: error: {exc.format_message()} (see '{cmd} --help')", err=True)
+        return 2
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"mailca: error: {exc.format_message()}", err=True)
         return 2
     except click.exceptions.Exit as exc:
         return exc.exit_code

@@ -338,8 +338,6 @@ def test_store_dir_is_a_file(tmp_path):
     assert f.read_text() == "x"
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py prints click's multi-line usage block for option-parsing errors "
-                                       "(--dir FILE, --days abc, unknown options); reported to the lead")
 @pytest.mark.parametrize("argv", [["--dir", "{file}", "issue", "mail.example.org"],
                                   ["issue", "mail.example.org", "--days", "abc"],
                                   ["issue", "mail.example.org", "--bogus"]])
