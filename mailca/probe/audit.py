@@ -239,6 +239,12 @@ def tls_probes(pr: Prober) -> tuple[dict, list[Finding]]:
     for k, cid in CLASS_IDS.items():
         if classes[k]:
             fs.append(finding(cid, ", ".join(f"{v}: {n}" for v, n in classes[k].items()), port=port))
+    beast = [classes[k]["TLSv1.0"] for k in ("CBC", "3DES", "LOW") if "TLSv1.0" in classes[k]]
+    if H.TLS1_0 in accepted and H.suite(res[H.TLS1_0].cipher) and H.suite(res[H.TLS1_0].cipher).cbc:
+        beast.insert(0, res[H.TLS1_0].cipher_name)
+    if beast:
+        fs.append(finding("cipher.beast", "TLSv1.0 with " + ", ".join(dict.fromkeys(beast))
+                          + " (a client-side attack; TLS 1.0 should go anyway)", port=port))
     if not classes["AEAD"] and H.TLS1_3 not in accepted:
         fs.append(finding("cipher.no_aead", "", port=port))
     # Certificates from the raw TLS <= 1.2 answer, in case the real handshake failed.

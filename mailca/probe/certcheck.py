@@ -35,10 +35,11 @@ class TLSA:
 
 
 def parse_tlsa(text: str) -> TLSA:
-    """'3 1 1 <hex>' (as in a zone file, optionally with a leading 'TLSA' and spaces in the hex)."""
+    """'3 1 1 <hex>', or a whole zone-file line as 'mailca dane' prints it (hex may contain spaces)."""
     parts = text.split()
-    if parts and parts[0].upper() == "TLSA":
-        parts = parts[1:]
+    upper = [p.upper() for p in parts]
+    if "TLSA" in upper:  # a whole zone-file line: _25._tcp.mail.example.org. 3600 IN TLSA 3 1 1 ...
+        parts = parts[upper.index("TLSA") + 1:]
     bad = f"--tlsa {text!r} is not a TLSA record like '3 1 1 <sha256 hex>' (usage 2 or 3, selector 0 or 1, matching 0, 1 or 2)"
     if len(parts) < 4 or not all(p.isdigit() for p in parts[:3]):
         raise UsageError(bad)
@@ -125,10 +126,24 @@ def _verify(leaf, intermediates, roots, *, system: bool, partial: bool = False) 
 
 
 def _is_self_signed(cert) -> bool:
+    """Issuer = subject and the certificate's own key verifies its signature (done by hand:
+    cryptography's verify_directly_issued_by refuses SHA-1, which old self-signed certs use)."""
     if cert.issuer != cert.subject:
         return False
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, padding, rsa
+
+    key, h = cert.public_key(), cert.signature_hash_algorithm
     try:
-        cert.verify_directly_issued_by(cert)
+        if isinstance(key, rsa.RSAPublicKey):
+            pss = cert.signature_algorithm_parameters
+            pad = pss if isinstance(pss, padding.PSS) else padding.PKCS1v15()
+            key.verify(cert.signature, cert.tbs_certificate_bytes, pad, h)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(h))
+        elif isinstance(key, dsa.DSAPublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes, h)
+        else:
+            key.verify(cert.signature, cert.tbs_certificate_bytes)
         return True
     except Exception:
         return False

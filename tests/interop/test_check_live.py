@@ -3,7 +3,8 @@
 1. a deliberately weak Postfix (self-signed certificate for the wrong host, export cipher
    grade with an ALL:eNULL:@SECLEVEL=0 list, TLS 1.0+, a 1024-bit DH group, AUTH before
    STARTTLS, VRFY on): every problem the issue lists is reported;
-2. a strict Postfix with a `mailca issue` certificate: nothing MEDIUM or worse, DANE match;
+2. a strict Postfix configured from `mailca postfix --profile strict` output with a
+   `mailca issue` certificate: nothing MEDIUM or worse, and the `mailca dane` records match;
 3. (slow) differential against testssl.sh on the weak server: every protocol, cipher-class
    and chain finding testssl.sh rates MEDIUM or worse is reported by `check` at MEDIUM or
    worse too.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require, run, tool
+from conftest import make_ca, require, run, tool
 from postfix_harness import PostfixServer
 
 pytestmark = pytest.mark.interop
@@ -71,29 +72,6 @@ disable_vrfy_command = no
     return PostfixServer(workdir / "pf", main_cf=main, master_cf=LISTENERS, sasl=True, users={"alice": "pw"})
 
 
-def strict_main_cf(key: Path, fullchain: Path) -> str:
-    """The strict profile's smtpd settings, written out by hand (what `mailca postfix` emits)."""
-    return f"""\
-smtpd_tls_chain_files = {key}, {fullchain}
-smtpd_tls_security_level = may
-smtpd_tls_protocols = >=TLSv1.2
-smtpd_tls_mandatory_protocols = >=TLSv1.2
-smtpd_tls_ciphers = high
-smtpd_tls_mandatory_ciphers = high
-smtpd_tls_exclude_ciphers = aNULL, eNULL, EXPORT, DES, RC4, 3DES, IDEA, MD5, SEED
-tls_preempt_cipherlist = yes
-smtpd_tls_auth_only = yes
-disable_vrfy_command = yes
-{SASL}"""
-
-
-STRICT_MASTER_CF = """\
-smtp       inet  n       -       n       -       -       smtpd
-submission inet  n       -       n       -       -       smtpd -o smtpd_tls_security_level=encrypt
-submissions inet n       -       n       -       -       smtpd -o smtpd_tls_wrappermode=yes
-"""
-
-
 def _ports(srv) -> list[str]:
     p = srv.ports
     return ["--port", f"{p['smtp']}:smtp", "--port", f"{p['submission']}:submission",
@@ -128,6 +106,7 @@ def test_weak_postfix_every_listed_problem(weak, weak_report):
     smtp = _by_port(rep)[weak.ports["smtp"]]
     sub = _by_port(rep)[weak.ports["submission"]]
     # Protocols.
+    assert smtp["cipher.beast"]["severity"] == "MEDIUM"
     for fid in ("protocol.tls1_0", "protocol.tls1_1"):
         assert fid in smtp
         assert "smtpd_tls_protocols = >=TLSv1.2" in smtp[fid]["fix"]
@@ -175,21 +154,28 @@ def test_weak_postfix_logs_show_the_probes(weak, weak_report):
 
 
 @pytest.fixture(scope="module")
-def strict(tmp_path_factory, shared_ca):
+def strict(tmp_path_factory):
+    """Postfix configured only from `mailca postfix --profile strict` output, a certificate
+    from `mailca issue`, and the TLSA records `mailca dane` prints."""
     require("postfix")
     require("dovecot")
-    certs = shared_ca.issue("mail.example.org", "--san", "smtp.example.org")
-    live = shared_ca.live("mail.example.org")
-    main = strict_main_cf(live / "key.pem", live / "fullchain.pem")
-    with PostfixServer(tmp_path_factory.mktemp("strict") / "pf", main_cf=main, master_cf=STRICT_MASTER_CF,
-                       sasl=True, users={"alice": "pw"}) as srv:
-        yield srv, certs[0], shared_ca
+    base = tmp_path_factory.mktemp("strict")
+    ca = make_ca(base / "store", "example.org")
+    ca.issue("mail.example.org", "--san", "smtp.example.org")
+    out = base / "mailca-out"
+    ca.ok("postfix", "mail.example.org", "--profile", "strict", "--write", out)
+    dane = json.loads(ca.ok("dane", "mail.example.org", "--json").stdout)
+    tlsa = [r["rdata"] for r in dane["records"]]
+    assert {t.split()[0] for t in tlsa} == {"2", "3"}
+    with PostfixServer(base / "pf", main_cf=(out / "main.cf.mailca").read_text(),
+                       master_cf=(out / "master.cf.mailca").read_text(), sasl=True, users={"alice": "pw"}) as srv:
+        yield srv, tlsa, ca
 
 
 def test_strict_postfix_clean_with_dane(strict):
-    srv, cert, ca = strict
-    r = run(["check", "127.0.0.1", *_ports(srv), "--name", "mail.example.org", "--ca", ca.root,
-             "--tlsa", f"3 1 1 {cert['spki_sha256']}", "--json"])
+    srv, tlsa, ca = strict
+    args = [a for t in tlsa for a in ("--tlsa", t)]
+    r = run(["check", "127.0.0.1", *_ports(srv), "--name", "mail.example.org", "--ca", ca.root, *args, "--json"])
     assert r.returncode == 0, r.stdout + r.stderr
     rep = json.loads(r.stdout)
     bad = [f for f in rep["findings"] if f["severity"] in ("MEDIUM", "HIGH", "CRITICAL")]
@@ -197,6 +183,7 @@ def test_strict_postfix_clean_with_dane(strict):
     for port in rep["ports"]:
         got = {f["id"]: f for f in port["findings"]}
         assert got["dane.match"]["severity"] == "OK", port["port"]
+        assert sorted(port["certificate"]["dane"]["matched"]) == sorted(tlsa)  # both 3 1 1 and 2 0 1
         assert got["cert.ok"]["severity"] == "OK"
         assert port["protocols"]["TLSv1.0"] is False and port["protocols"]["TLSv1.1"] is False
         assert port["protocols"]["TLSv1.3"] is True
@@ -210,7 +197,7 @@ def test_strict_postfix_clean_with_dane(strict):
 
 
 def test_strict_postfix_wrong_name_and_tlsa(strict):
-    srv, cert, ca = strict
+    srv, _, ca = strict
     r = run(["check", "127.0.0.1", "--port", srv.ports["smtp"], "--name", "imap.example.org", "--ca", ca.root,
              "--tlsa", "3 1 1 " + "ab" * 32, "--tlsa", "3 0 1 " + "cd" * 32, "--json"])
     assert r.returncode == 5
@@ -235,6 +222,11 @@ TESTSSL_MAP = {
     "cert_trust": ("cert.hostname",),
     "cert_expirationStatus": ("cert.expired", "cert.expiring"), "cert_notAfter": ("cert.expired", "cert.expiring"),
     "cert_keySize": ("cert.weak_key",), "cert_signatureAlgorithm": ("cert.weak_signature",),
+    # Vulnerability section (-U, part of a default run: the benchmark compares those too).
+    "BEAST": ("cipher.beast",), "BEAST_CBC_TLS1": ("cipher.beast",), "BEAST_CBC_SSL3": ("protocol.sslv3",),
+    "POODLE_SSL": ("protocol.sslv3",), "SWEET32": ("cipher.3des",),
+    "FREAK": ("cipher.export", "kex.export_rsa"), "LOGJAM": ("cipher.export", "kex.dh_weak", "kex.dh_small"),
+    "LOGJAM-common_primes": ("kex.dh_small", "kex.dh_weak"),
 }
 # MEDIUM+ testssl ids that are neither protocol, cipher-class nor chain findings (and why).
 NOT_COMPARED = {
