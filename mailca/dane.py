@@ -56,15 +56,43 @@ def find_lineages(store, host: str) -> list[dict]:
     return sorted(by_name, key=lambda e: e["key_type"])
 
 
+def ca_domains(store) -> list[str]:
+    """The CA's domains from ca.json, without loading (parsing) any certificate: the
+    commands that only render text stay free of the cryptography import."""
+    p = store.ca_file("ca.json")
+    try:
+        meta = json.loads(p.read_text())
+        doms = meta["domains"]
+        if not isinstance(doms, list) or not doms:
+            raise ValueError("no domains")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"{p} is corrupt ({exc}); restore it from a backup") from None
+    return [str(d) for d in doms]
+
+
 # ----------------------------------------------------------------------- digests
-def spki_sha256_of_cert(cert) -> str:
+def pem_cert_der(path: Path) -> bytes:
+    """DER of the first certificate in a PEM file (base64 body; no X.509 parsing needed for
+    a 2 0 1 digest, which hashes the whole certificate)."""
+    import base64
+    import binascii
+
+    try:
+        text = path.read_text()
+        body = text.split("-----BEGIN CERTIFICATE-----", 1)[1].split("-----END CERTIFICATE-----", 1)[0]
+        return base64.b64decode("".join(body.split()), validate=True)
+    except FileNotFoundError:
+        raise StoreError(f"{path} is missing; restore it from a backup") from None
+    except (IndexError, ValueError, binascii.Error, UnicodeDecodeError):
+        raise StoreError(f"{path} is not a PEM certificate (corrupt?); restore it from a backup") from None
+
+
+def spki_sha256_of_der(der: bytes) -> str:
+    from cryptography import x509
+
     from .keys import spki_der
 
-    return hashlib.sha256(spki_der(cert.public_key())).hexdigest()
-
-
-def cert_sha256(cert) -> str:
-    return certinfo.cert_sha256(cert)
+    return hashlib.sha256(spki_der(x509.load_der_x509_certificate(der).public_key())).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -190,7 +218,7 @@ def commit_ready_at(meta: dict) -> _dt.datetime | None:
 
 
 # ------------------------------------------------------------------------ records
-def records(store, ca, entries: list[dict], *, host: str, ports: list[int], usage: str, ta: str, ta_selectors: list[int],
+def records(store, entries: list[dict], *, host: str, ports: list[int], usage: str, ta: str, ta_selectors: list[int],
             ttl: int) -> list[Record]:
     """TLSA records for ``entries`` (current keys, plus staged next keys)."""
     if usage not in ("3", "2", "both"):
@@ -210,9 +238,9 @@ def records(store, ca, entries: list[dict], *, host: str, ports: list[int], usag
                                       f"DANE-EE: staged NEXT {e['key_type']} key ('mailca rekey --commit' switches to it)",
                                       host, ttl))
         if usage in ("2", "both"):
-            cert = ca.intermediate if ta == "intermediate" else ca.root
+            der = pem_cert_der(store.ca_file("intermediate.crt" if ta == "intermediate" else "root.crt"))
             for sel in ta_selectors:
-                data = cert_sha256(cert) if sel == 0 else spki_sha256_of_cert(cert)
+                data = hashlib.sha256(der).hexdigest() if sel == 0 else spki_sha256_of_der(der)
                 out.append(Record(port, 2, sel, 1, data, "ta", None,
                                   f"DANE-TA: the {ta} CA ({'certificate' if sel == 0 else 'public key'}); the server must send it"
                                   + (" - use the *-root.pem chain ('mailca postfix --dane-ta root')" if ta == "root" else ""),

@@ -35,7 +35,6 @@ def cli(store_dir, host, ports, usage, ta, ta_selector, ttl, fmt, as_json):
       mailca dane mail.example.org --port 25 --port 465 --usage 3 --ttl 3600
       mailca dane mail.example.org --ta-selector both --format json
     """
-    from .. import ca as camod
     from .. import certinfo, dane
     from ..errors import UsageError
 
@@ -51,9 +50,8 @@ def cli(store_dir, host, ports, usage, ta, ta_selector, ttl, fmt, as_json):
     port_list = dane.parse_ports(ports)
     store = get_store(store_dir)
     entries = dane.find_lineages(store, host)
-    ca = camod.load_ca(store)
     name = entries[0]["name"]
-    recs = dane.records(store, ca, entries, host=name, ports=port_list, usage=usage, ta=ta, ta_selectors=sels, ttl=ttl)
+    recs = dane.records(store, entries, host=name, ports=port_list, usage=usage, ta=ta, ta_selectors=sels, ttl=ttl)
     staged = []
     if any(r.role == "next" for r in recs):
         staged = dane.mark_published(store, [e for e in entries], ttl, certinfo.utcnow())

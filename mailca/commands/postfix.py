@@ -53,8 +53,7 @@ def cli(store_dir, host, profile, postfix_version, ports, fmt, write_dir, dane_t
     """
     import os
 
-    from .. import ca as camod
-    from ..dane import find_lineages
+    from ..dane import ca_domains, find_lineages
     from ..errors import UsageError
     from ..mailconf import postfix as pf
     from ..mailconf.tlsprofiles import load_tls_profile
@@ -67,12 +66,12 @@ def cli(store_dir, host, profile, postfix_version, ports, fmt, write_dir, dane_t
     port_list = pf.parse_ports(ports)
     store = get_store(store_dir)
     entries = find_lineages(store, host)
-    ca = camod.load_ca(store)
+    domains = ca_domains(store)
     policy_dir = os.path.abspath(write_dir) if write_dir else "/etc/postfix"
     if write_dir and os.path.exists(write_dir) and not os.path.isdir(write_dir):
         raise UsageError(f"--write {write_dir!r} is a file; give a directory")
     cfg = pf.render(entries[0]["name"], version=version, profile=tls, certs=cert_files(store, entries),
-                    root_path=store.ca_file("root.crt"), domains=ca.domains, ports=port_list, dane_ta=dane_ta,
+                    root_path=store.ca_file("root.crt"), domains=domains, ports=port_list, dane_ta=dane_ta,
                     policy_dir=policy_dir)
     problems = pf.check_version(cfg)
     if problems:  # a bug in mailca's tables, never the user's input
