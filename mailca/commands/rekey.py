@@ -62,6 +62,10 @@ def cli(store_dir, host, action, key_types, force, as_json):
                                  f"use 'mailca rekey {name} --commit' or '--abort'")
         prepared = [(e, keys.generate(e["key_type"])) for e in entries]
         with store.lock():
+            for e, _ in prepared:  # again under the lock: another process may have staged meanwhile
+                if dane.read_staged(store, e) is not None:
+                    raise StoreError(f"a next {e['key_type']} key for {name} was staged meanwhile; "
+                                     f"use 'mailca rekey {name} --commit' or '--abort'")
             for e, key in prepared:
                 d = dane.lineage_dir(store, e)
                 store.write_file(d / dane.NEXT_KEY, keys.private_pem(key), private=True)
@@ -120,6 +124,11 @@ def cli(store_dir, host, action, key_types, force, as_json):
                                profile=profile, now=now)
         prepared.append((e, m, key, cert, profile))
     with store.lock():
+        for e, m, *_ in prepared:  # again under the lock: a concurrent commit/abort wins
+            now_staged = dane.read_staged(store, e)
+            if now_staged is None or now_staged["spki_sha256"] != m["spki_sha256"]:
+                raise StoreError(f"the staged {e['key_type']} key of {name} changed meanwhile (another rekey ran); "
+                                 "check 'mailca dane' and try again")
         for e, m, key, cert, profile in prepared:
             # new version live first, staged files last: a crash in between leaves a staged key
             # equal to the current one, which the next rekey/dane run recognises and drops
