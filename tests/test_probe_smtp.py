@@ -128,7 +128,17 @@ def test_policy_findings_over_real_starttls(leaf):
     assert r.returncode == 5, r.stderr
     rep = json.loads(r.stdout)
     assert rep["schema"] == "mailca-check/1" and rep["exit_code"] == 5
+    # The documented schema (docs/check.md): these keys exist and keep their names.
+    assert set(rep) == {"schema", "host", "name", "started", "elapsed_seconds", "worst", "exit_code",
+                        "findings", "ports"}
     (port,) = rep["ports"]
+    assert {"port", "role", "tls", "error", "elapsed_seconds", "banner", "ehlo_before_tls", "ehlo_after_tls",
+            "auth_before_tls", "auth_after_tls", "mail_before_tls", "vrfy", "starttls", "protocols",
+            "cipher_classes", "preferred_cipher", "server_cipher_order", "forward_secrecy", "dh_bits",
+            "ecdh_group", "probes", "certificate", "findings"} <= set(port)
+    assert set(port["findings"][0]) == {"id", "severity", "title", "detail", "fix", "port"}
+    assert {"chain", "trusted", "trust_error", "trust_store", "hostname_checked", "hostname_ok", "dane"} \
+        == set(port["certificate"])
     got = {f["id"]: f for f in port["findings"]}
     assert got["smtp.auth_before_tls"]["severity"] == "HIGH"
     assert "smtpd_tls_auth_only = yes" in got["smtp.auth_before_tls"]["fix"]
@@ -148,7 +158,7 @@ def test_policy_findings_over_real_starttls(leaf):
 def test_clean_policy_exit_zero(leaf):
     with TinySMTP(ctx=_ctx(leaf)) as srv:
         r, _ = check("127.0.0.1", "--port", srv.port, "--name", "mail.example.org", "--ca", leaf["root"],
-                     "--timeout", "5")
+                     "--timeout", "5", "--parallel", "1")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Worst: LOW" in r.stdout or "Worst: OK" in r.stdout
     assert "certificate chain" in r.stdout

@@ -39,11 +39,13 @@ def _port_spec(value: str) -> tuple[int, str]:
               help='A TLSA record to match against the chain, e.g. "3 1 1 <sha256>" (repeatable; usages 2 and 3).')
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 300),
               help="Seconds to wait for any single network step (connect, reply, handshake).")
+@click.option("--parallel", default=8, show_default=True, type=click.IntRange(1, 32),
+              help="Connections per port at a time during the probes (lower it for servers that rate-limit).")
 @click.option("--min-severity", default="OK", type=click.Choice(["OK", "LOW", "MEDIUM", "HIGH", "CRITICAL"]),
               help="Hide text findings below this severity (JSON always has all).")
 @click.option("-v", "--verbose", is_flag=True, help="Also list the OK facts (protocols not offered, ...).")
 @json_option
-def cli(host, ports, name, ca_file, tlsa, timeout, min_severity, verbose, as_json):
+def cli(host, ports, name, ca_file, tlsa, timeout, parallel, min_severity, verbose, as_json):
     """Audit the TLS of a live SMTP server: protocols, cipher classes, cipher order,
     forward secrecy, DH group size, the certificate chain as sent (trust, host name,
     expiry, key, signature), DANE, and SMTP policy (STARTTLS, AUTH before TLS, MAIL FROM
@@ -96,7 +98,7 @@ def cli(host, ports, name, ca_file, tlsa, timeout, min_severity, verbose, as_jso
     records = tuple(certcheck.parse_tlsa(t) for t in tlsa)
     ca_certs = tuple(certcheck.load_ca_file(ca_file)) if ca_file else ()
 
-    opts = Options(name=name, ca_certs=ca_certs, tlsa=records, timeout=timeout)
+    opts = Options(name=name, ca_certs=ca_certs, tlsa=records, timeout=timeout, workers=parallel)
     endpoints = [Endpoint(host, p, role, timeout) for p, role in specs]
     rep = audit(host, endpoints, opts)
 

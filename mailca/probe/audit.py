@@ -138,12 +138,16 @@ def _vrfy_finding(r, facts, fs, port):
 
 class Prober:
     def __init__(self, ep: Endpoint, opts: Options, pool: ThreadPoolExecutor):
+        import threading
+
         self.ep, self.opts, self.pool = ep, opts, pool
         self.count = 0
+        self._lock = threading.Lock()
 
     def one(self, version: int, suites, *, full: bool = False) -> H.HelloResult:
         sock = open_for_tls(self.ep)
-        self.count += 1
+        with self._lock:
+            self.count += 1
         try:
             r = H.probe(sock, version, suites, sni=self.opts.name, timeout=self.ep.timeout, full=full)
         except H.ProbeTimeout:

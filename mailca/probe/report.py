@@ -62,7 +62,8 @@ CATALOG: dict[str, Check] = {c.id: c for c in (
     Check("cipher.3des", "MEDIUM", "Triple DES / IDEA ciphers offered (SWEET32)", _CIPHER_FIX),
     Check("cipher.rc4", "HIGH", "RC4 ciphers offered", _CIPHER_FIX),
     Check("cipher.cbc", "LOW", "obsolete CBC ciphers (AES/Camellia/ARIA/SEED in CBC mode) offered",
-          "smtpd_tls_mandatory_ciphers = high plus smtpd_tls_protocols = >=TLSv1.2 leaves mostly AEAD suites"),
+          "AEAD only: tls_high_cipherlist = ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20 with "
+          "smtpd_tls_ciphers = high and smtpd_tls_mandatory_ciphers = high (costs old clients; LOW on purpose)"),
     Check("cipher.beast", "MEDIUM", "CBC ciphers offered over TLS 1.0 (BEAST)", _PROTO_FIX),
     Check("cipher.no_aead", "MEDIUM", "no AEAD cipher (AES-GCM, ChaCha20-Poly1305) offered",
           "smtpd_tls_protocols = >=TLSv1.2 with smtpd_tls_ciphers = medium (OpenSSL >= 1.0.1)"),

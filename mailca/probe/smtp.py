@@ -242,7 +242,7 @@ class TLSChannel:
         except Exception:  # pragma: no cover - old pyOpenSSL
             pass
         self.conn = SSL.Connection(ctx, sock)
-        if sni:
+        if sni and not _is_ip(sni):  # RFC 6066: no IP addresses in SNI
             self.conn.set_tlsext_host_name(sni.encode("idna"))
         self.conn.set_connect_state()
         sock.setblocking(False)
@@ -281,7 +281,11 @@ class TLSChannel:
         except SSL.ZeroReturnError:
             raise ConnectError(f"{self.ep.label}: server closed the connection during the TLS handshake") from None
         except SSL.Error as exc:
-            raise TLSFailure(f"{self.ep.label}: TLS handshake failed ({_sslerr(exc)})") from None
+            why = _sslerr(exc)
+            if "eof" in why.lower():
+                raise ConnectError(f"{self.ep.label}: server closed the connection during the TLS handshake "
+                                   f"({why})") from None
+            raise TLSFailure(f"{self.ep.label}: TLS handshake failed ({why})") from None
 
     def recv(self, what: str) -> bytes:
         from OpenSSL import SSL
@@ -324,6 +328,16 @@ class TLSChannel:
 class TLSFailure(ConnectError):
     """The server answered the handshake with an alert (it is reachable and speaks TLS,
     but not with what we offered)."""
+
+
+def _is_ip(name: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
 
 
 def _has_as_crypto() -> bool:
