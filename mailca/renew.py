@@ -49,9 +49,18 @@ class Policy:
     days_before: int | None = None
 
 
+def _t(s: str) -> _dt.datetime:
+    """Fast parse of the index's ISO times (2027-01-01T00:00:00Z); strptime is ~20x slower,
+    which matters for status over 10,000 certificates."""
+    try:
+        return _dt.datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith("Z") else s)
+    except ValueError:
+        return certinfo.parse_iso(s)
+
+
 def renew_at(entry: dict, policy: Policy) -> _dt.datetime:
     """The moment ``entry`` becomes due."""
-    nb, na = certinfo.parse_iso(entry["not_before"]), certinfo.parse_iso(entry["not_after"])
+    nb, na = _t(entry["not_before"]), _t(entry["not_after"])
     if policy.days_before is not None:
         return na - _dt.timedelta(days=policy.days_before)
     return nb + (na - nb) * policy.fraction
@@ -62,7 +71,7 @@ def state_of(entry: dict, now: _dt.datetime, policy: Policy, *, current: bool = 
         return "revoked"
     if not current:
         return "superseded"
-    if now >= certinfo.parse_iso(entry["not_after"]):
+    if now >= _t(entry["not_after"]):
         return "expired"
     if now >= renew_at(entry, policy):
         return "due"
@@ -70,7 +79,7 @@ def state_of(entry: dict, now: _dt.datetime, policy: Policy, *, current: bool = 
 
 
 def days_left(entry: dict, now: _dt.datetime) -> int:
-    delta = certinfo.parse_iso(entry["not_after"]) - now
+    delta = _t(entry["not_after"]) - now
     return int(delta.total_seconds() // 86400)
 
 

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Lifecycle benchmarks (issue #6), anchors measured in the same run.
+
+1. Bulk issuance: `mailca issue --batch` of 1,000 ECDSA P-256 certificates with durable writes
+   (every file fsynced, every version directory renamed atomically), timed as one process
+   including start-up, versus easy-rsa `build-server-full NAME nopass` (EASYRSA_BATCH=1,
+   EASYRSA_ALGO=ec, prime256v1) in a temporary PKI: mean of 5 builds.  Target: mailca per
+   certificate >= 30x faster.
+2. Inventory: `mailca status` and `mailca renew --dry-run` over a store of 10,000 certificates
+   versus one `mailca issue` process (median of 5 each).  Target: each <= 10x one issue.
+   Both commands read index.json only (tests/test_status_doctor.py proves status works with every
+   cert.pem unreadable), so the 10,000-entry index is built directly: 10,000 entries modelled on
+   a real issued certificate (own random serial and name, notBefore spread over the past 400 days
+   so that valid / due / expired states mix, 1% revoked) - building 10,000 real certificates would
+   only add a minute of set-up.
+
+Usage: bench/bench_lifecycle.py [--n 1000] [--status-n 10000] [--easyrsa-n 5]
+Writes bench/results/lifecycle.json; exits 1 if a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EASYRSA = "/usr/share/easy-rsa/easyrsa"
+BULK_TARGET = 30.0
+STATUS_TARGET = 10.0
+
+
+def env(**extra):
+    e = dict(os.environ)
+    e.pop("MAILCA_DIR", None)
+    e.pop("MAILCA_NOW", None)
+    e.update(extra)
+    return e
+
+
+def mailca(*args, input=None, check=True):
+    p = subprocess.run([sys.executable, "-m", "mailca", *map(str, args)], env=env(), capture_output=True, text=True,
+                       input=input, timeout=600)
+    if check and p.returncode != 0:
+        sys.exit(f"mailca {' '.join(map(str, args))} failed: {p.stderr}")
+    return p
+
+
+def timed(fn, n=1):
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def easyrsa_per_cert(work: Path, n: int) -> list[float]:
+    if not os.path.exists(EASYRSA):
+        sys.exit(f"{EASYRSA} missing: apt-get install easy-rsa")
+    pki = work / "pki"
+    e = env(EASYRSA_BATCH="1", EASYRSA_PKI=str(pki), EASYRSA_ALGO="ec", EASYRSA_CURVE="prime256v1",
+            EASYRSA_CERT_EXPIRE="365")
+    for args in (["init-pki"], ["build-ca", "nopass"]):
+        ee = dict(e, EASYRSA_REQ_CN="Bench CA") if args[0] == "build-ca" else e
+        p = subprocess.run([EASYRSA, *args], env=ee, cwd=work, capture_output=True, text=True, timeout=300)
+        if p.returncode != 0:
+            sys.exit(f"easyrsa {args} failed: {p.stderr[-500:]}")
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        p = subprocess.run([EASYRSA, "build-server-full", f"host{i}.example.org", "nopass"], env=e, cwd=work,
+                           capture_output=True, text=True, timeout=300)
+        times.append(time.perf_counter() - t)
+        if p.returncode != 0:
+            sys.exit(f"easyrsa build-server-full failed: {p.stderr[-500:]}")
+    return times
+
+
+def build_big_index(store: Path, n: int) -> None:
+    """n index entries modelled on one real certificate (see module docstring)."""
+    idx = json.loads((store / "index.json").read_text())
+    proto = idx["certs"][0]
+    rng = random.Random(6)
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    certs = []
+    for i in range(n):
+        e = dict(proto)
+        name = f"h{i}.example.org"
+        nb = now - dt.timedelta(days=rng.uniform(0, 400))
+        e.update(serial=format(rng.getrandbits(159) | (1 << 158), "x"), name=name, names=[name, f"smtp{i}.example.org"],
+                 not_before=nb.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                 not_after=(nb + dt.timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                 spki_sha256=format(rng.getrandbits(256), "064x"), cert_sha256=format(rng.getrandbits(256), "064x"),
+                 path=f"certs/{name}/ecdsa-p256/archive/0001", version=1)
+        if i % 100 == 7:
+            e.update(status="revoked", revoked_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"), revocation_reason="superseded")
+        certs.append(e)
+    idx["certs"] = certs
+    tmp = store / "index.json.bench"
+    tmp.write_text(json.dumps(idx, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, store / "index.json")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=1000, help="certificates in the batch (default 1000)")
+    ap.add_argument("--status-n", type=int, default=10000, help="certificates in the inventory store (default 10000)")
+    ap.add_argument("--easyrsa-n", type=int, default=5, help="easy-rsa builds to average (default 5)")
+    a = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mailca-bench-"))
+    results: dict = {}
+    try:
+        # ---- anchor: easy-rsa
+        (work / "easyrsa").mkdir()
+        ez = easyrsa_per_cert(work / "easyrsa", a.easyrsa_n)
+        ez_mean = statistics.mean(ez)
+
+        # ---- mailca batch, durable writes, one process
+        store = work / "bulk"
+        mailca("--dir", store, "init", "--domain", "example.org", "--no-root-passphrase")
+        batch = work / "batch.txt"
+        batch.write_text("".join(f"host{i}.example.org smtp{i}.example.org\n" for i in range(a.n)))
+        t = time.perf_counter()
+        p = mailca("--dir", store, "issue", "--batch", batch, "--json")
+        bulk_total = time.perf_counter() - t
+        issued = json.loads(p.stdout)["issued"]
+        if issued != a.n:
+            sys.exit(f"batch issued {issued} of {a.n}")
+        doc = mailca("--dir", store, "doctor", check=False)
+        if doc.returncode != 0:
+            sys.exit(f"doctor found problems after the batch: {doc.stdout[-1000:]}")
+        per = bulk_total / a.n
+        bulk_ratio = ez_mean / per
+        results["bulk"] = {"certs": a.n, "mailca_total_s": round(bulk_total, 3), "mailca_per_cert_ms": round(per * 1000, 3),
+                           "easyrsa_builds": len(ez), "easyrsa_per_cert_ms": round(ez_mean * 1000, 1),
+                           "speedup": round(bulk_ratio, 1), "target": BULK_TARGET, "ok": bulk_ratio >= BULK_TARGET}
+
+        # ---- inventory over a 10,000-certificate index vs one issue process
+        inv = work / "inventory"
+        mailca("--dir", inv, "init", "--domain", "example.org", "--no-root-passphrase")
+        mailca("--dir", inv, "issue", "seed.example.org")
+        issue_t = timed(lambda: mailca("--dir", inv, "issue", "one.example.org"), 5)
+        build_big_index(inv, a.status_n)
+        status_t = timed(lambda: mailca("--dir", inv, "status"), 5)
+        status_json_t = timed(lambda: mailca("--dir", inv, "status", "--json"), 3)
+        dry_t = timed(lambda: mailca("--dir", inv, "renew", "--dry-run"), 5)
+        counts = json.loads(mailca("--dir", inv, "status", "--json").stdout)["counts"]
+        base = statistics.median(issue_t)
+        inv_res = {"certs": a.status_n, "states": counts, "issue_median_s": round(base, 4)}
+        ok_inv = True
+        for label, ts in (("status", status_t), ("status --json", status_json_t), ("renew --dry-run", dry_t)):
+            med = statistics.median(ts)
+            ratio = med / base
+            ok = ratio <= STATUS_TARGET
+            ok_inv &= ok
+            inv_res[label] = {"median_s": round(med, 4), "x_issue": round(ratio, 2), "target_max": STATUS_TARGET, "ok": ok}
+        results["inventory"] = inv_res
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    b, i = results["bulk"], results["inventory"]
+    print(f"{'benchmark':<44} {'anchor':>16} {'mailca':>14} {'ratio':>9} {'target':>9}")
+    print(f"{'bulk issue, per cert (1 process, durable)':<44} {b['easyrsa_per_cert_ms']:>13.1f} ms {b['mailca_per_cert_ms']:>11.2f} ms "
+          f"{b['speedup']:>8.1f}x {'>=30x':>9} {'OK' if b['ok'] else 'MISSED'}")
+    for label in ("status", "status --json", "renew --dry-run"):
+        r = i[label]
+        print(f"{label + f' over {a.status_n} certs':<44} {i['issue_median_s'] * 1000:>13.1f} ms {r['median_s'] * 1000:>11.1f} ms "
+              f"{r['x_issue']:>8.2f}x {'<=10x':>9} {'OK' if r['ok'] else 'MISSED'}")
+    print(f"(anchor: easy-rsa build-server-full mean of {b['easyrsa_builds']}; one 'mailca issue' process, median of 5)")
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "lifecycle.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return 0 if b["ok"] and all(i[k]["ok"] for k in ("status", "status --json", "renew --dry-run")) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
