@@ -86,8 +86,10 @@ class TinySMTP(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
     def __init__(self, mode="smtp", *, ctx=None, stall=30.0, auth_before_tls=False, vrfy=False,
-                 mail_before_tls=False):
-        super().__init__(("127.0.0.1", 0), _Handler)
+                 mail_before_tls=False, host="127.0.0.1"):
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        super().__init__((host, 0), _Handler)
         self.mode, self.ctx, self.stall = mode, ctx, stall
         self.auth_before_tls, self.vrfy, self.mail_before_tls = auth_before_tls, vrfy, mail_before_tls
         self.port = self.server_address[1]
@@ -254,3 +256,31 @@ def test_bad_ca_file(tmp_path):
     f.write_text("hello")
     r, _ = check("127.0.0.1", "--ca", f)
     assert r.returncode == 2 and "no PEM or DER certificate" in r.stderr
+
+
+def test_one_bad_port_among_good_ones(leaf):
+    """A refused port makes the run exit 6, but the other port is still audited and reported."""
+    closed = _closed_port()
+    with TinySMTP(ctx=_ctx(leaf)) as srv:
+        r, _ = check("127.0.0.1", "--port", srv.port, "--port", closed, "--name", "mail.example.org",
+                     "--ca", leaf["root"], "--json", "--timeout", "3")
+    assert r.returncode == 6
+    rep = json.loads(r.stdout)
+    good, bad = rep["ports"]
+    assert good["error"] is None and good["protocols"]["TLSv1.3"] is True
+    assert "connection refused" in bad["error"] and bad["findings"] == []
+    assert f"port {closed}: connection refused" in r.stderr
+
+
+def test_ipv6_loopback(leaf):
+    try:
+        srv = TinySMTP(ctx=_ctx(leaf), host="::1", vrfy=True)
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    with srv:
+        r, _ = check("::1", "--port", srv.port, "--name", "mail.example.org", "--ca", leaf["root"], "--json",
+                     "--timeout", "5")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["host"] == "::1" and rep["ports"][0]["vrfy"]["enabled"] is True
+    assert rep["ports"][0]["certificate"]["hostname_ok"] is True
