@@ -410,10 +410,11 @@ class Store:
         # 3. live links point at the newest version of each lineage, revoked or not: after
         #    'mailca revoke' the revoked certificate stays live until a new one is issued
         #    (falling back to an older version could serve other names or another key)
+        newest = self.newest_versions(index)
         for lineage in lineage_dirs:
             if not (lineage / "archive").is_dir():
                 continue
-            want = self._live_target(index, lineage)
+            want = newest.get(self.relpath(lineage))
             if want is None:
                 continue
             link = lineage / "live"
@@ -423,16 +424,19 @@ class Store:
                 actions.append(f"pointed {self.relpath(link)} at {want}")
         return actions
 
-    def _live_target(self, index: dict, lineage: Path) -> str | None:
-        rel_prefix = self.relpath(lineage) + "/archive/"
-        best = None
+    def newest_versions(self, index: dict) -> dict[str, str]:
+        """Lineage dir (relative) -> 'archive/NNNN' of its newest indexed version, revoked or
+        not; one pass over the index (recovery and doctor call it once, not per lineage)."""
+        best: dict[str, tuple[int, str]] = {}
         for e in index["certs"]:
-            if e["path"].startswith(rel_prefix):
-                if best is None or e["version"] > best["version"]:
-                    best = e
-        if best is None:
-            return None
-        return "archive/" + best["path"].rsplit("/", 1)[1]
+            lineage, _, vname = e["path"].rpartition("/archive/")
+            v = e.get("version", 0)
+            if lineage not in best or v > best[lineage][0]:
+                best[lineage] = (v, "archive/" + vname)
+        return {k: v[1] for k, v in best.items()}
+
+    def _live_target(self, index: dict, lineage: Path) -> str | None:
+        return self.newest_versions(index).get(self.relpath(lineage))
 
     def _entry_from_version_dir(self, vdir: Path) -> dict | None:
         """Rebuild an index entry from a complete archive directory (cert.pem, and key.pem
