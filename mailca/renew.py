@@ -362,7 +362,6 @@ def renew(store, *, names: list[str] | None = None, days_before: int | None = No
         return res
 
     from . import ca as camod
-    from . import keys
 
     store.check_writable()
     with store.lock():
@@ -374,44 +373,66 @@ def renew(store, *, names: list[str] | None = None, days_before: int | None = No
             return res
         ca = camod.load_ca(store)
         int_after = ca.intermediate.not_valid_after_utc
-        for e in due:
-            label = f"{e['name']} ({e['key_type']})"
-            try:
-                if e.get("source") == "csr" and not new_key:
-                    raise UsageError(_csr_message(e))
-                profile = prof
-                pname = e.get("profile")
-                if pname and pname != prof.name:
-                    try:
-                        profile = camod.profile_for(ca, pname)
-                    except MailcaError:
-                        profile = prof
-                days = min(_lifetime_days(e, profile.backdate_minutes), profile.leaf_days)
-                room = int((int_after - now).total_seconds() // 86400)
-                if room < 1:
-                    raise StoreError(f"the intermediate CA expires {certinfo.iso(int_after)}; run 'mailca ca renew-intermediate' first")
-                if days > room:
-                    days = room
-                if new_key or e.get("source") == "csr":
-                    key = keys.generate(e["key_type"])
-                    key_pem = keys.private_pem(key)
-                else:
-                    key_pem, key = _read_key(store, e)
-                cert = camod.sign_leaf(ca, key.public_key(), dns=list(e.get("names", [])), ips=list(e.get("ips", [])),
-                                       days=days, profile=profile, now=now)
-                issued = camod.commit_version(store, ca, name=e["name"], key_type=e["key_type"], key=key, cert=cert,
-                                              profile=profile, source="renew", key_pem=key_pem)
-                d = issued.as_dict(store)
-                d["previous_serial"] = e["serial"]
-                d["new_key"] = bool(new_key or e.get("source") == "csr")
-                res.renewed.append(d)
-                if on_renewed:
-                    on_renewed(d)
-            except MailcaError as exc:
-                res.failed.append({"name": e["name"], "key_type": e["key_type"], "error": f"{label}: {exc}"})
+        idx = store.load_index()
+        try:
+            _renew_each(store, ca, prof, due, res, idx, now=now, new_key=new_key, int_after=int_after,
+                        on_renewed=on_renewed)
+        except OSError as exc:
+            raise StoreError(f"writing a renewed certificate failed: {exc.strerror or exc} ({getattr(exc, 'filename', '')}); "
+                             f"{len(res.renewed)} were renewed before; run 'mailca doctor'") from None
+        finally:
+            if res.renewed:
+                store.save_index(idx)  # the journal covers a crash before this (recovery re-indexes)
     if res.renewed and parsed_hooks:
         res.hooks = run_hooks(parsed_hooks, store, res.renewed)
     return res
+
+
+def _renew_each(store, ca, prof, due, res, idx, *, now, new_key, int_after, on_renewed) -> None:
+    from . import ca as camod
+    from . import keys
+
+    since_flush = 0
+    for e in due:
+        label = f"{e['name']} ({e['key_type']})"
+        try:
+            if e.get("source") == "csr" and not new_key:
+                raise UsageError(_csr_message(e))
+            profile = prof
+            pname = e.get("profile")
+            if pname and pname != prof.name:
+                try:
+                    profile = camod.profile_for(ca, pname)
+                except MailcaError:
+                    profile = prof
+            days = min(_lifetime_days(e, profile.backdate_minutes), profile.leaf_days)
+            room = int((int_after - now).total_seconds() // 86400)
+            if room < 1:
+                raise StoreError(f"the intermediate CA expires {certinfo.iso(int_after)}; run 'mailca ca renew-intermediate' first")
+            if days > room:
+                days = room
+            if new_key or e.get("source") == "csr":
+                key = keys.generate(e["key_type"])
+                key_pem = keys.private_pem(key)
+            else:
+                key_pem, key = _read_key(store, e)
+            cert = camod.sign_leaf(ca, key.public_key(), dns=list(e.get("names", [])), ips=list(e.get("ips", [])),
+                                   days=days, profile=profile, now=now)
+            issued = camod.commit_version(store, ca, name=e["name"], key_type=e["key_type"], key=key, cert=cert,
+                                          profile=profile, source="renew", key_pem=key_pem, index=idx,
+                                          save_index=False)
+            since_flush += 1
+            if since_flush >= 50:  # rewriting the whole index per renewal would be O(n^2)
+                store.save_index(idx)
+                since_flush = 0
+            d = issued.as_dict(store)
+            d["previous_serial"] = e["serial"]
+            d["new_key"] = bool(new_key or e.get("source") == "csr")
+            res.renewed.append(d)
+            if on_renewed:
+                on_renewed(d)
+        except MailcaError as exc:
+            res.failed.append({"name": e["name"], "key_type": e["key_type"], "error": f"{label}: {exc}"})
 
 
 def _csr_message(e: dict) -> str:
