@@ -48,7 +48,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 if not tls and mode != "nostarttls":
                     ext.append("250-STARTTLS")
                 if self.server.auth_before_tls or tls:
-                    ext.append("250-AUTH PLAIN LOGIN")
+                    ext.append("250-AUTH=PLAIN LOGIN" if self.server.mode == "legacy-auth" else "250-AUTH PLAIN LOGIN")
                 ext.append("250 8BITMIME")
                 self.reply("\r\n".join(ext))
             elif verb == "STARTTLS" and not tls:
@@ -284,3 +284,14 @@ def test_ipv6_loopback(leaf):
     rep = json.loads(r.stdout)
     assert rep["host"] == "::1" and rep["ports"][0]["vrfy"]["enabled"] is True
     assert rep["ports"][0]["certificate"]["hostname_ok"] is True
+
+
+def test_legacy_auth_equals_form_is_seen(leaf):
+    """'250-AUTH=PLAIN LOGIN' (the pre-RFC 2554 form) before STARTTLS is AUTH before TLS too."""
+    with TinySMTP(mode="legacy-auth", ctx=_ctx(leaf), auth_before_tls=True) as srv:
+        r, _ = check("127.0.0.1", "--port", srv.port, "--name", "mail.example.org", "--ca", leaf["root"],
+                     "--json", "--timeout", "5")
+    assert r.returncode == 5, r.stderr
+    port = json.loads(r.stdout)["ports"][0]
+    assert port["auth_before_tls"] == ["PLAIN", "LOGIN"]
+    assert {f["id"]: f for f in port["findings"]}["smtp.auth_before_tls"]["severity"] == "HIGH"

@@ -179,8 +179,14 @@ class SMTPClient:
         ext: dict[str, str] = {}
         for line in r.lines[1:]:
             parts = line.strip().split(None, 1)
-            if parts:
-                ext[parts[0].upper()] = parts[1] if len(parts) > 1 else ""
+            if not parts:
+                continue
+            kw, params = parts[0].upper(), (parts[1] if len(parts) > 1 else "")
+            if kw.startswith("AUTH="):  # the pre-RFC 2554 form some servers add (broken_sasl_auth_clients)
+                kw, params = "AUTH", (parts[0][5:] + " " + params).strip()
+                if "AUTH" in ext:
+                    continue
+            ext[kw] = params
         return r, ext
 
     def starttls(self) -> None:
