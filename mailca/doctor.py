@@ -231,7 +231,8 @@ class Doctor:
             for d in list(dirs):
                 if d.startswith(TMP_PREFIX):
                     dirs.remove(d)
-                    self.add("pending", os.path.join(root, d), "unfinished temp directory (interrupted write)",
+                    kind = "symlink" if os.path.islink(os.path.join(root, d)) else "directory"
+                    self.add("pending", os.path.join(root, d), f"unfinished temp {kind} (interrupted write)",
                              "none needed: removed by the next mailca command (or 'mailca doctor --fix')")
             for f in files:
                 if f.startswith(TMP_PREFIX):

@@ -377,7 +377,12 @@ class Store:
                 if d.startswith(TMP_PREFIX):
                     import shutil
 
-                    shutil.rmtree(os.path.join(root, d), ignore_errors=True)
+                    p = os.path.join(root, d)
+                    if os.path.islink(p):  # a temp symlink to a version dir (atomic_symlink)
+                        with contextlib.suppress(OSError):
+                            os.unlink(p)
+                    else:
+                        shutil.rmtree(p, ignore_errors=True)
                     dirs.remove(d)
                     actions.append(f"removed unfinished directory {os.path.join(root, d)}")
             for f in files:
