@@ -74,10 +74,10 @@ CATALOG: dict[str, Check] = {c.id: c for c in (
     Check("cipher.fs_not_preferred", "LOW", "server prefers a cipher without forward secrecy",
           "tls_preempt_cipherlist = yes with the default (ECDHE-first) cipher order"),
     Check("kex.dh_small", "MEDIUM", "Diffie-Hellman group smaller than 2048 bits",
-          "smtpd_tls_dh1024_param_file = auto (Postfix >= 3.7, built-in 2048-bit group) or a 2048-bit "
-          "file from 'openssl dhparam -out dh2048.pem 2048'"),
+          "smtpd_tls_dh1024_param_file = auto or empty (Postfix >= 3.7 with OpenSSL 3 lets OpenSSL pick; the "
+          "compiled-in group is 2048 bits since 3.1); else a file from 'openssl dhparam -out dh2048.pem 2048'"),
     Check("kex.dh_weak", "HIGH", "Diffie-Hellman group smaller than 1024 bits",
-          "smtpd_tls_dh1024_param_file = auto (Postfix >= 3.7) or a 2048-bit dhparam file"),
+          "smtpd_tls_dh1024_param_file = auto or empty (Postfix >= 3.7) or a 2048-bit dhparam file"),
     Check("kex.export_rsa", "CRITICAL", "temporary export RSA key offered (FREAK)", _CIPHER_FIX),
     # certificate
     Check("cert.untrusted", "HIGH", "certificate chain does not verify against the trusted roots", _CERT_FIX),
