@@ -32,6 +32,12 @@ class _Handler(socketserver.StreamRequestHandler):
         if mode == "silent":
             time.sleep(self.server.stall)
             return
+        if mode == "dribble":  # a greeting one byte every 0.3 s: never complete within the timeout
+            for ch in "220-" + "x" * 100:
+                self.wfile.write(ch.encode())
+                self.wfile.flush()
+                time.sleep(0.3)
+            return
         self.reply("220 tiny.example.org ESMTP test")
         tls = False
         while True:
@@ -216,6 +222,13 @@ def test_silent_port_times_out():
         r, took = check("127.0.0.1", "--port", srv.port, "--timeout", "2")
     assert r.returncode == 6
     assert "timed out after 2 s waiting for the SMTP greeting" in r.stderr
+    assert took < 4.5
+
+
+def test_dribbling_greeting_cannot_stretch_the_timeout():
+    with TinySMTP(mode="dribble") as srv:
+        r, took = check("127.0.0.1", "--port", srv.port, "--timeout", "2")
+    assert r.returncode == 6 and "timed out after 2 s waiting for the SMTP greeting" in r.stderr
     assert took < 4.5
 
 

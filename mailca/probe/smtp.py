@@ -95,12 +95,17 @@ class SMTPClient:
     def __exit__(self, *exc):
         self.close()
 
-    def _recv(self, what: str) -> bytes:
+    def _recv(self, what: str, deadline: float) -> bytes:
+        """Some bytes, or b"" at EOF; the whole reply must arrive before ``deadline``
+        (a server dribbling one byte at a time cannot stretch the timeout)."""
         try:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout()
             if self.tls is not None:
-                data = self.tls.recv(what)
+                data = self.tls.recv(what, deadline)
             else:
-                self.sock.settimeout(self.ep.timeout)
+                self.sock.settimeout(left)
                 data = self.sock.recv(8192)
         except socket.timeout:
             raise ConnectError(f"{self.ep.label}: timed out after {self.ep.timeout:g} s waiting for {what}"
@@ -128,12 +133,13 @@ class SMTPClient:
     def read_reply(self, what: str = "reply") -> Reply:
         lines: list[str] = []
         code = None
+        deadline = time.monotonic() + self.ep.timeout
         while True:
             while b"\n" not in self._buf:
                 if len(self._buf) > _MAX_LINE:
                     raise ConnectError(f"{self.ep.label}: does not speak SMTP (line too long: "
                                        f"{_printable(self._buf)!r})")
-                chunk = self._recv(what)
+                chunk = self._recv(what, deadline)
                 if not chunk:
                     got = f" after {_printable(self._buf)!r}" if self._buf else ""
                     raise ConnectError(f"{self.ep.label}: server closed the connection while we waited "
@@ -261,10 +267,11 @@ class TLSChannel:
         if not r and not w:
             raise socket.timeout()
 
-    def _run(self, fn, what: str):
+    def _run(self, fn, what: str, deadline: float | None = None):
         from OpenSSL import SSL
 
-        deadline = time.monotonic() + self.ep.timeout
+        if deadline is None:
+            deadline = time.monotonic() + self.ep.timeout
         while True:
             try:
                 return fn()
@@ -293,11 +300,11 @@ class TLSChannel:
                                    f"({why})") from None
             raise TLSFailure(f"{self.ep.label}: TLS handshake failed ({why})") from None
 
-    def recv(self, what: str) -> bytes:
+    def recv(self, what: str, deadline: float | None = None) -> bytes:
         from OpenSSL import SSL
 
         try:
-            return self._run(lambda: self.conn.recv(8192), what)
+            return self._run(lambda: self.conn.recv(8192), what, deadline)
         except (SSL.ZeroReturnError, SSL.SysCallError):
             return b""
         except SSL.Error as exc:
