@@ -195,9 +195,16 @@ class Store:
             yield self
             ok = True
         finally:
-            if ok and self._intent:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.path / INTENT)
+            if self._intent:
+                if not ok:
+                    # The operation failed part-way (an error, not a crash): roll its lineages
+                    # forward now rather than leave the journal for the next command.
+                    with contextlib.suppress(Exception):
+                        self.recover(lineages=sorted(self._intent))
+                        ok = True
+                if ok:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.path / INTENT)
             self._intent = set()
             self._lock_fd = None
             self._index_cache = None
