@@ -13,7 +13,7 @@ writes JSON, and the benchmark also checks that mailca reported every protocol, 
 class and chain finding testssl.sh rated MEDIUM or worse (same mapping as the
 differential test), so the speed is not bought by checking less.
 
-sslyze comes from the ``bench`` extra (``pip install -e .[bench]``); set ``SSLYZE`` to a
+sslyze comes from its own virtualenv (scripts/test.sh makes .venv-sslyze); set ``SSLYZE`` to a
 command (e.g. ``/opt/sslyze-venv/bin/sslyze``) to use one installed elsewhere -- sslyze
 pins cryptography < 47, which may not fit the development venv.
 Prints a table, writes bench/results/check.json, exits 1 when a target is missed.
@@ -80,7 +80,7 @@ def main() -> int:
     if testssl is None:
         raise SystemExit("testssl (Debian package testssl.sh) is not installed")
     if sslyze is None:
-        raise SystemExit("sslyze is not installed: pip install -e .[bench] (or set SSLYZE=/path/to/sslyze)")
+        raise SystemExit("sslyze is not installed: run scripts/test.sh (it makes .venv-sslyze) or set SSLYZE=/path/to/sslyze")
     compile_bytecode()
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
 

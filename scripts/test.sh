@@ -39,6 +39,15 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
 
+# sslyze (an anchor of bench/bench_check.py) pins an older cryptography than mailca uses,
+# so it lives in a virtualenv of its own.
+SSLYZE_VENV="${MAILCA_SSLYZE_VENV:-.venv-sslyze}"
+if [[ ! -x "$SSLYZE_VENV/bin/sslyze" ]]; then
+  "$PY" -m venv "$SSLYZE_VENV"
+  "$SSLYZE_VENV/bin/python" -m pip install -q --disable-pip-version-check 'sslyze>=6,<7'
+fi
+export SSLYZE="$PWD/$SSLYZE_VENV/bin/sslyze"
+
 set +e
 "$VENV/bin/python" -m pytest "$@"
 rc=$?
