@@ -35,11 +35,32 @@ def _command_modules() -> dict[str, str]:
     return found
 
 
+def _summary(modname: str) -> str:
+    """First sentence of a command module's docstring, without importing the module."""
+    path = os.path.join(_COMMANDS_DIR, modname.rsplit(".", 1)[1] + ".py")
+    with open(path, encoding="utf-8") as fh:
+        head = fh.read(600)
+    text = head.split('"""', 2)[1] if head.startswith('"""') else ""
+    text = " ".join(text.split())
+    if ":" in text[:40]:
+        text = text.split(":", 1)[1].strip()
+    text = text.split(". ")[0].rstrip(".")
+    return text + "." if text else ""
+
+
 class LazyGroup(click.Group):
     """Discovers command modules and imports each only when it is needed."""
 
     def list_commands(self, ctx):
         return sorted(_command_modules())
+
+    def format_commands(self, ctx, formatter):
+        """The command list for ``mailca --help``, from each module's docstring summary
+        ("mailca NAME: summary." as its first line), so that --help imports no command module."""
+        rows = [(name, _summary(modname)) for name, modname in sorted(_command_modules().items())]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def get_command(self, ctx, name):
         mod = name.replace("-", "_")

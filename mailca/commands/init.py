@@ -1,4 +1,4 @@
-"""mailca init: create the root and intermediate CA."""
+"""mailca init: create the root and intermediate CA, name-constrained to your domains."""
 
 from __future__ import annotations
 

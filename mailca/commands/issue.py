@@ -1,4 +1,4 @@
-"""mailca issue: server certificates for the mail host names."""
+"""mailca issue: issue a server certificate for the mail host names (dual RSA+ECDSA, --batch)."""
 
 from __future__ import annotations
 
