@@ -73,7 +73,7 @@ def timed(store: Path, args: list[str]) -> float:
     return time.perf_counter() - t
 
 
-def trials_for(tmp_path: Path, label: str, args_for, n: int, rng: random.Random, setup=None) -> dict:
+def trials_for(tmp_path: Path, label: str, args_for, n: int, rng: random.Random, setup=None, verify=None) -> dict:
     store = tmp_path / label / "store"
     make_ca(store, "example.org", extra=["--no-root-passphrase"])
     for h in ("mail", "mx", "imap"):
@@ -107,6 +107,8 @@ def trials_for(tmp_path: Path, label: str, args_for, n: int, rng: random.Random,
         assert info["pending"] == 0, "a completed run left an interrupted operation behind"
         keys_before = info["keys"]
         stats["trials"] += 1
+    if verify:
+        verify(store)
     return stats
 
 
@@ -129,10 +131,19 @@ def test_kill9_at_random_moments(tmp_path):
             assert r.returncode == 0, r.stderr
             return ["revoke", name, "--reason", "superseded"]
         plans.append(("revoke", revoke_args, 10))
+
+    def all_revoked(s):
+        """Every certificate a killed-then-rerun revoke named is revoked, and renew skips it."""
+        rows = json.loads(run(["--dir", s, "status", "--json"], env=base_env(MAILCA_NOW=NOW)).stdout)["certificates"]
+        states = {r["name"]: r["state"] for r in rows if r["name"].startswith("rv")}
+        assert states and set(states.values()) == {"revoked"}, states
+        r = run(["--dir", s, "renew", "--dry-run", "--json", "--days-before", "3650"], env=base_env(MAILCA_NOW=NOW))
+        assert not [x for x in json.loads(r.stdout)["renewed"] if x["name"].startswith("rv")]
+
     total = {}
     t0 = time.perf_counter()
     for label, fn, n in plans:
-        total[label] = trials_for(tmp_path, label, fn, n, rng)
+        total[label] = trials_for(tmp_path, label, fn, n, rng, verify=all_revoked if label == "revoke" else None)
     elapsed = time.perf_counter() - t0
     trials = sum(s["trials"] for s in total.values())
     mid = sum(s["interrupted_mid_write"] for s in total.values())
