@@ -13,7 +13,8 @@ from .common import emit_json, get_store, json_option, store_option, warn
 @click.option("--all", "all_", is_flag=True, help="Consider every certificate (the default when no NAME is given).")
 @click.option("--days-before", type=int, default=None, metavar="N",
               help="Due when fewer than N days are left (default: when 2/3 of the lifetime has passed, profile renew.fraction).")
-@click.option("--new-key", is_flag=True, help="Generate a new key (default: keep the key, so TLSA 3 1 1 records stay valid).")
+@click.option("--new-key", is_flag=True,
+              help="Generate a new key now (default: keep the key, so TLSA 3 1 1 records stay valid; with DANE use 'mailca rekey').")
 @click.option("--force", is_flag=True, help="Renew even if not due (e.g. to move every certificate onto a renewed intermediate).")
 @click.option("--deploy-hook", "hooks", multiple=True, metavar="CMD",
               help="Run CMD (split like a shell word list, no shell) once after at least one renewal. Repeatable.")
