@@ -189,6 +189,9 @@ class Doctor:
                 continue
             self.check_mode(lineage.parent, directory=True)
             self.check_mode(lineage, directory=True)
+            for f in lineage.glob("*key*.pem"):  # e.g. the staged key of 'mailca rekey --stage'
+                if f.is_file() and not f.is_symlink():
+                    self.check_mode(f, private=True)
             archive = lineage / "archive"
             if not archive.is_dir():
                 continue
