@@ -351,7 +351,7 @@ def renew(store, *, names: list[str] | None = None, days_before: int | None = No
         entries = store.load_index()["certs"]
         wanted = resolve_names(entries, names) if names else None
         due, res.skipped, res.not_due = select_due(entries, now, policy, names=wanted, force=force)
-        _explicit_revoked(res.skipped, wanted)
+        _explicit_revoked(res.skipped, wanted, entries)
         for e in due:
             item = {"name": e["name"], "key_type": e["key_type"], "names": e.get("names", []), "serial": e["serial"],
                     "not_after": e["not_after"], "state": state_of(e, now, policy), "would_renew": True}
@@ -368,7 +368,7 @@ def renew(store, *, names: list[str] | None = None, days_before: int | None = No
         entries = store.load_index()["certs"]
         wanted = resolve_names(entries, names) if names else None
         due, res.skipped, res.not_due = select_due(entries, now, policy, names=wanted, force=force)
-        _explicit_revoked(res.skipped, wanted)
+        _explicit_revoked(res.skipped, wanted, entries)
         if not due:
             return res
         ca = camod.load_ca(store)
@@ -441,12 +441,14 @@ def _csr_message(e: dict) -> str:
             "to move the key into the store")
 
 
-def _explicit_revoked(skipped: list[dict], wanted: list[str] | None) -> None:
-    """Naming a revoked certificate explicitly is an error (with --all it is just skipped)."""
+def _explicit_revoked(skipped: list[dict], wanted: list[str] | None, entries: list[dict] | None = None) -> None:
+    """Naming a certificate whose every lineage is revoked is an error (with --all, or when the
+    name's other key type is still good, the revoked one is just skipped)."""
     if not wanted:
         return
+    alive = {n for (n, _), e in lineages(entries or []).items() if e.get("status") != "revoked"}
     for s in skipped:
-        if s["name"] in wanted:
+        if s["name"] in wanted and s["name"] not in alive:
             raise UsageError(f"{s['name']} ({s['key_type']}) is {s['reason']} and will not be renewed; "
                              f"issue a new certificate with 'mailca issue {s['name']}'")
 
