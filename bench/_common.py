@@ -70,6 +70,19 @@ def report(topic: str, rows: list[dict]) -> int:
     return 1 if failed else 0
 
 
+def init_store(store: Path, *issue_args: list[str]) -> tuple[list[str], dict]:
+    """A fresh CA for example.org at ``store`` (and one ``mailca issue`` per argument list);
+    returns the mailca command and the environment to run it with."""
+    env = bench_env(MAILCA_PASSPHRASE="bench-passphrase")
+    env.pop("MAILCA_DIR", None)
+    m = mailca_cmd()
+    subprocess.run([*m, "--dir", str(store), "init", "--domain", "example.org"], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    for args in issue_args:
+        subprocess.run([*m, "--dir", str(store), "issue", *args], env=env, check=True, stdout=subprocess.DEVNULL)
+    return m, env
+
+
 def bench_env(**extra) -> dict:
     env = dict(os.environ)
     env.update(extra)

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_env, compile_bytecode, interleaved, mailca_cmd, report, time_once  # noqa: E402
+from _common import bench_env, compile_bytecode, init_store, interleaved, report, time_once  # noqa: E402
 
 EASYRSA = "/usr/share/easy-rsa/easyrsa"
 
@@ -51,11 +51,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="mailca-bench-"))
     try:
         store = tmp / "store"
-        env = bench_env(MAILCA_PASSPHRASE="bench-passphrase")
-        env.pop("MAILCA_DIR", None)
-        m = mailca_cmd()
-        subprocess.run([*m, "--dir", str(store), "init", "--domain", "example.org"], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        m, env = init_store(store)
         py = sys.executable
         t = interleaved(
             {

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_env, compile_bytecode, interleaved, mailca_cmd, report  # noqa: E402
+from _common import compile_bytecode, init_store, interleaved, report  # noqa: E402
 
 
 def main() -> int:
@@ -34,13 +33,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="mailca-bench-dane-"))
     try:
         store = tmp / "store"
-        env = bench_env(MAILCA_PASSPHRASE="bench-passphrase")
-        env.pop("MAILCA_DIR", None)
-        m = mailca_cmd()
-        subprocess.run([*m, "--dir", str(store), "init", "--domain", "example.org"], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-        subprocess.run([*m, "--dir", str(store), "issue", "mail.example.org", "--key-type", "ecdsa-p256",
-                        "--key-type", "rsa-2048"], env=env, check=True, stdout=subprocess.DEVNULL)
+        m, env = init_store(store, ["mail.example.org", "--key-type", "ecdsa-p256", "--key-type", "rsa-2048"])
         cert = store / "certs" / "mail.example.org" / "ecdsa-p256" / "live" / "cert.pem"
         pipeline = f"openssl x509 -in {cert} -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum"
         t = interleaved(

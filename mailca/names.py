@@ -160,6 +160,15 @@ def normalize_domain(domain: str) -> str:
     return normalize_dns_name(d, what="domain")
 
 
+def is_ip_literal(name: str) -> bool:
+    """True for an IPv4/IPv6 address (such a name goes in no SNI and no dNSName)."""
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
 def parse_ip(value: str) -> str:
     try:
         return str(ipaddress.ip_address(value.strip().strip("[]")))

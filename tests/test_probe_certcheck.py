@@ -49,11 +49,14 @@ def _openssl_tlsa(cert_pem, selector: int, mtype: int, tmp_path) -> str:
     return out.split()[0].decode()
 
 
-NOW = dt.datetime.now(dt.timezone.utc)
+def now() -> dt.datetime:
+    """The time when a test runs (not when the module was collected: the suite runs for
+    minutes, longer than the 5-minute backdating of fixture certificates)."""
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def test_trusted_chain_with_ca(issued):
-    facts, fs = C.analyze(issued["chain"], port=25, name="mx.example.org", ca_certs=issued["roots"], tlsa=[], now=NOW)
+    facts, fs = C.analyze(issued["chain"], port=25, name="mx.example.org", ca_certs=issued["roots"], tlsa=[], now=now())
     got = _ids(fs)
     assert list(got) == ["cert.ok"], fs
     assert facts["trusted"] is True and facts["hostname_ok"] is True
@@ -61,7 +64,7 @@ def test_trusted_chain_with_ca(issued):
 
 
 def test_untrusted_without_ca_and_wrong_name(issued):
-    _, fs = C.analyze(issued["chain"], port=25, name="imap.example.org", ca_certs=None, tlsa=[], now=NOW)
+    _, fs = C.analyze(issued["chain"], port=25, name="imap.example.org", ca_certs=None, tlsa=[], now=now())
     got = _ids(fs)
     assert got["cert.untrusted"].severity == "HIGH" and "system trust store" in got["cert.untrusted"].detail
     assert "imap.example.org" in got["cert.hostname"].detail and "mx.example.org" in got["cert.hostname"].detail
@@ -69,7 +72,7 @@ def test_untrusted_without_ca_and_wrong_name(issued):
 
 
 def test_missing_intermediate_is_untrusted(issued):
-    _, fs = C.analyze(issued["chain"][:1], port=25, name="smtp.example.org", ca_certs=issued["roots"], tlsa=[], now=NOW)
+    _, fs = C.analyze(issued["chain"][:1], port=25, name="smtp.example.org", ca_certs=issued["roots"], tlsa=[], now=now())
     got = _ids(fs)
     assert "unable to get local issuer certificate" in got["cert.untrusted"].detail
 
@@ -92,7 +95,7 @@ def test_expiry_at_injected_times(issued):
 def test_dane_ee_matches_openssl_computed_records(issued, selector, mtype, tmp_path):
     data = _openssl_tlsa(issued["live"] / "cert.pem", selector, mtype, tmp_path)
     rec = C.parse_tlsa(f"3 {selector} {mtype} {data}")
-    facts, fs = C.analyze(issued["chain"], port=25, name=None, ca_certs=issued["roots"], tlsa=[rec], now=NOW)
+    facts, fs = C.analyze(issued["chain"], port=25, name=None, ca_certs=issued["roots"], tlsa=[rec], now=now())
     assert _ids(fs)["dane.match"].severity == "OK"
     assert facts["dane"]["matched"] == [rec.text]
 
@@ -100,15 +103,15 @@ def test_dane_ee_matches_openssl_computed_records(issued, selector, mtype, tmp_p
 def test_dane_ta_on_the_intermediate(issued, tmp_path):
     data = _openssl_tlsa(issued["ca"].intermediate, 1, 1, tmp_path)
     rec = C.parse_tlsa(f"2 1 1 {data}")
-    got = _ids(C.analyze(issued["chain"], port=25, name=None, ca_certs=None, tlsa=[rec], now=NOW)[1])
+    got = _ids(C.analyze(issued["chain"], port=25, name=None, ca_certs=None, tlsa=[rec], now=now())[1])
     assert "dane.match" in got  # DANE-TA needs no system trust
     # The root is not in the chain as sent, so a 2 1 1 record for the root does not match.
     root = C.parse_tlsa(f"2 1 1 {_openssl_tlsa(issued['ca'].root, 1, 1, tmp_path)}")
-    got = _ids(C.analyze(issued["chain"], port=25, name=None, ca_certs=None, tlsa=[root], now=NOW)[1])
+    got = _ids(C.analyze(issued["chain"], port=25, name=None, ca_certs=None, tlsa=[root], now=now())[1])
     assert got["dane.mismatch"].severity == "HIGH"
     # A DANE-EE record for the intermediate's key is no match for the leaf.
     ee = C.parse_tlsa(f"3 1 1 {data}")
-    assert "dane.mismatch" in _ids(C.analyze(issued["chain"], port=25, name=None, ca_certs=None, tlsa=[ee], now=NOW)[1])
+    assert "dane.mismatch" in _ids(C.analyze(issued["chain"], port=25, name=None, ca_certs=None, tlsa=[ee], now=now())[1])
 
 
 def test_self_signed_weak_key_and_sha1(tmp_path):
@@ -117,14 +120,14 @@ def test_self_signed_weak_key_and_sha1(tmp_path):
     tool(openssl, "req", "-x509", "-newkey", "rsa:1024", "-sha1", "-nodes", "-keyout", key, "-out", cert,
          "-days", "30", "-subj", "/CN=old.example.org", check=True)
     chain = _der_chain(cert)
-    got = _ids(C.analyze(chain, port=25, name="old.example.org", ca_certs=None, tlsa=[], now=NOW)[1])
+    got = _ids(C.analyze(chain, port=25, name="old.example.org", ca_certs=None, tlsa=[], now=now())[1])
     assert got["cert.self_signed"].severity == "HIGH"
     assert got["cert.untrusted"].severity == "HIGH" and "self-signed" in got["cert.untrusted"].detail
     assert "RSA 1024 bits" in got["cert.weak_key"].detail
     assert got["cert.weak_signature"].severity == "MEDIUM" and "SHA1" in got["cert.weak_signature"].detail
     assert "cert.hostname" not in got  # CN is used when there is no SAN at all
     # ... and trusted once it is given as --ca (a self-signed cert is its own root).
-    got = _ids(C.analyze(chain, port=25, name=None, ca_certs=C.load_ca_file(str(cert)), tlsa=[], now=NOW)[1])
+    got = _ids(C.analyze(chain, port=25, name=None, ca_certs=C.load_ca_file(str(cert)), tlsa=[], now=now())[1])
     assert "cert.untrusted" not in got and "cert.self_signed" in got
 
 
@@ -145,7 +148,7 @@ def test_hostname_matching_rules(tmp_path):
 
 
 def test_no_chain():
-    assert _ids(C.analyze([], port=25, name=None, ca_certs=None, tlsa=[], now=NOW)[1])["cert.none"].severity == "HIGH"
+    assert _ids(C.analyze([], port=25, name=None, ca_certs=None, tlsa=[], now=now())[1])["cert.none"].severity == "HIGH"
 
 
 @pytest.mark.parametrize("text", ["0 0 1 " + "00" * 32, "1 1 1 " + "00" * 32, "3 2 1 " + "00" * 32,

@@ -18,7 +18,9 @@ import os
 import socket
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from ..names import is_ip_literal
 
 # --- protocol versions ---------------------------------------------------------------
 
@@ -403,14 +405,6 @@ def _ext(kind: int, data: bytes) -> bytes:
     return struct.pack("!H", kind) + _u16(data)
 
 
-def _is_ip(name: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return False
 
 
 def client_hello(version: int, suites, *, sni: str | None = None) -> bytes:
@@ -427,7 +421,7 @@ def client_hello(version: int, suites, *, sni: str | None = None) -> bytes:
         suites.append(SCSV_RENEGOTIATION)
     exts = b""
     if version >= TLS1_0:
-        if sni and not _is_ip(sni):
+        if sni and not is_ip_literal(sni):
             host = sni.encode("idna") if not sni.isascii() else sni.encode("ascii")
             exts += _ext(0, _u16(b"\x00" + _u16(host)))
         exts += _ext(10, _u16(b"".join(struct.pack("!H", g) for g in _OFFERED_GROUPS)))

@@ -16,6 +16,7 @@ import socket
 import time
 from dataclasses import dataclass
 
+from ..names import is_ip_literal
 from ..errors import ConnectError
 
 ROLES = ("smtp", "submission", "submissions")
@@ -254,7 +255,7 @@ class TLSChannel:
         except Exception:  # pragma: no cover - old pyOpenSSL
             pass
         self.conn = SSL.Connection(ctx, sock)
-        if sni and not _is_ip(sni):  # RFC 6066: no IP addresses in SNI
+        if sni and not is_ip_literal(sni):  # RFC 6066: no IP addresses in SNI
             self.conn.set_tlsext_host_name(sni.encode("idna"))
         self.conn.set_connect_state()
         sock.setblocking(False)
@@ -343,14 +344,6 @@ class TLSFailure(ConnectError):
     but not with what we offered)."""
 
 
-def _is_ip(name: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return False
 
 
 def _has_as_crypto() -> bool:
