@@ -116,7 +116,7 @@ class Doctor:
             self.index_ok = False
             self.add("error", s.index_path, f"corrupt ({exc})",
                      "'mailca doctor --fix' rebuilds it from the archive (the corrupt file is kept as "
-                     "index.json.corrupt-*); revocations must then be re-applied with 'mailca revoke'")
+                     "index.json.corrupt-*) and restores revocations from the revocation journal")
             return None
         return data["certs"]
 
@@ -275,8 +275,14 @@ def rebuild_index(store: Store) -> list[str]:
             entries.append(e)
     store._index_cache = None
     store.save_index({"certs": entries})
-    actions.append(f"rebuilt index.json from {len(entries)} archive versions (revocation marks were in the old index: "
-                   "re-apply them with 'mailca revoke')")
+    actions.append(f"rebuilt index.json from {len(entries)} archive versions")
+    # The archive knows nothing of revocations; the revocation journal (crl/revocations.tsv)
+    # does, so the rebuilt index gets its marks back.
+    from .revoke import reapply_journal
+
+    notes = reapply_journal(store)
+    if notes:
+        actions.append(f"restored {len(notes)} revocation mark(s) from the revocation journal")
     return actions
 
 

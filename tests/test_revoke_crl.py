@@ -444,22 +444,16 @@ def test_concurrent_crl_runs_get_distinct_growing_numbers(ca):
 
 def test_journal_restores_revocations_after_index_rebuild(ca):
     """'mailca doctor --fix' rebuilds a corrupt index from the archive (which knows nothing
-    of revocations); the journal puts the marks back."""
-    from mailca.revoke import reapply_journal
-    from mailca.store import Store
-
+    of revocations); the revocation journal puts the marks back."""
     a = ca.issue("a.example.org")[0]
-    ca.issue("b.example.org")
+    b = ca.issue("b.example.org")[0]
     ca.ok("revoke", "a.example.org", "--reason", "cessationOfOperation")
     (ca.dir / "index.json").write_text("{ not json")
-    ca.run("doctor", "--fix")
-    assert entry(ca, a["serial"])["status"] == "active"  # the rebuilt index lost the mark
-    store = Store(ca.dir)
-    with store.lock():
-        notes = reapply_journal(store)
-    assert any(a["serial"] in n for n in notes)
+    r = ca.run("doctor", "--fix")
+    assert "revocation mark" in r.stdout + r.stderr, r.stdout + r.stderr
     e = entry(ca, a["serial"])
     assert e["status"] == "revoked" and e["revocation_reason"] == "cessationOfOperation"
+    assert entry(ca, b["serial"])["status"] == "active"  # only what the journal names
     # and status shows it
     rows = json.loads(ca.ok("status", "--json").stdout)["certificates"]
     assert {r["serial"]: r["state"] for r in rows}[a["serial"]] == "revoked"

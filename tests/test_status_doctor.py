@@ -175,7 +175,7 @@ def test_doctor_corrupt_index_and_rebuild(ca):
     r, d = doctor(ca)
     assert r.returncode == 5
     f = _one(d, "error", "corrupt")
-    assert "doctor --fix" in f["fix"] and "revoke" in f["fix"]
+    assert "doctor --fix" in f["fix"] and "revocation journal" in f["fix"]
     assert snapshot(ca.dir) == before  # plain doctor writes nothing
     # other commands refuse with a pointer to doctor
     r = ca.run("status")
