@@ -87,7 +87,7 @@ def issue_batch(store, batch_file: str, *, key_types: list[str] | None = None, d
         if not valid:
             return _finish(out)
         with store.lock():
-            _note_intents(store, [store.lineage_dir(dns[0], kt) for _, dns, _ in valid for kt in kts])
+            store.note_intents([store.lineage_dir(dns[0], kt) for _, dns, _ in valid for kt in kts])
             _pipeline(store, ca, prof, kts, ndays, valid, out, durable=durable, flush_every=flush_every, bar=bar)
     finally:
         if bar:
@@ -102,25 +102,6 @@ def _finish(out: dict) -> dict:
     return out
 
 
-def _note_intents(store, lineages) -> None:
-    """Journal every lineage the batch will touch with ONE write instead of one per line."""
-    if not lineages:
-        return
-    bulk = getattr(store, "note_intents", None)
-    if bulk is not None:
-        bulk(lineages)
-        return
-    intent = getattr(store, "_intent", None)
-    if isinstance(intent, set):
-        import json
-
-        from .store import INTENT, atomic_write
-
-        intent.update(store.relpath(lin) for lin in lineages)
-        atomic_write(store.path / INTENT, json.dumps(sorted(intent)).encode(), 0o600)
-        return
-    for lin in lineages:
-        store.note_intent(lin)
 
 
 def _partition(items: list, n: int) -> list[list]:

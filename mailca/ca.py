@@ -167,7 +167,7 @@ def init_ca(store: Store, *, domains: list[str], org: str, profile: Profile, pas
             raise StoreError(f"a CA already exists in {store.path}; refusing to overwrite it (use another --dir)")
         from .store import ensure_dir
 
-        ensure_dir(store.ca_dir)
+        ensure_dir(store.ca_dir, durable=True)
         store.write_file(store.ca_file("root.key"), keys.private_pem(root_key, passphrase), private=True)
         store.write_file(store.ca_file("intermediate.key"), keys.private_pem(int_key), private=True)
         store.write_file(store.ca_file("root.crt"), root.public_bytes(pem))

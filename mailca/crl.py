@@ -484,7 +484,7 @@ def encode_journal(journal: dict[int, dict]) -> bytes:
 def write_journal(store, journal: dict[int, dict]) -> None:
     from .store import ensure_dir
 
-    ensure_dir(crl_dir(store))
+    ensure_dir(crl_dir(store), durable=True)
     store.write_file(journal_path(store), encode_journal(journal), private=True)
 
 
@@ -587,7 +587,7 @@ def write_crl_locked(store, ca, *, now: _dt.datetime | None = None, entries=None
     _check_signature(der, ca.intermediate.public_key(), signature_hash(key))
     pem = der_to_pem(der)
     d = crl_dir(store)
-    ensure_dir(d)
+    ensure_dir(d, durable=True)
     clean_temp_files(store)
     state = {
         "crl_number": number,

@@ -28,15 +28,12 @@ state or the new one, never a mix.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
-import re
-import stat
 from pathlib import Path
 
-from .errors import StoreError, UsageError
+from .errors import StoreError
 
 INDEX_VERSION = 1
 TMP_PREFIX = ".tmp-"
@@ -107,9 +104,25 @@ def atomic_symlink(target: str, link: str | os.PathLike) -> None:
     fsync_dir(d)
 
 
-def ensure_dir(path: str | os.PathLike, mode: int = DIR_MODE) -> None:
+def ensure_dir(path: str | os.PathLike, mode: int = DIR_MODE, *, durable: bool = False) -> None:
+    """Create ``path`` and missing parents.  ``durable``: fsync the parent of every directory
+    created, so that a new directory survives a power loss along with what is later
+    written into it (costs nothing when the directory exists already)."""
+    path = Path(path)
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    if not missing:
+        return
     try:
         os.makedirs(path, mode=mode, exist_ok=True)
+        if durable:
+            for d in reversed(missing):
+                fsync_dir(d.parent)
     except PermissionError:
         raise StoreError(f"cannot create directory {path}: permission denied") from None
     except OSError as exc:
@@ -178,7 +191,7 @@ class Store:
         if self._lock_fd is not None:
             yield self
             return
-        ensure_dir(self.path)
+        ensure_dir(self.path, durable=True)
         self.check_writable()
         try:
             fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -238,11 +251,15 @@ class Store:
 
     def note_intent(self, lineage: Path) -> None:
         """Record that ``lineage`` is about to change (before its first change in this lock)."""
+        self.note_intents([lineage])
+
+    def note_intents(self, lineages) -> None:
+        """Record several lineages with one journal write (``issue --batch``)."""
         self._require_lock()
-        rel = self.relpath(lineage)
-        if rel in self._intent:
+        new = {self.relpath(lin) for lin in lineages} - self._intent
+        if not new:
             return
-        self._intent.add(rel)
+        self._intent |= new
         atomic_write(self.path / INTENT, json.dumps(sorted(self._intent)).encode(), 0o600)
 
     def _require_lock(self) -> None:
@@ -318,7 +335,7 @@ class Store:
         self._require_lock()
         lineage = self.lineage_dir(name, key_type)
         archive = lineage / "archive"
-        ensure_dir(archive)
+        ensure_dir(archive, durable=durable)
         self.note_intent(lineage)
         for p in (self.certs_dir, lineage.parent, lineage):
             with contextlib.suppress(OSError):
