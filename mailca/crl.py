@@ -372,14 +372,22 @@ def _journal_error(store, text: str) -> StoreError:
                       "to rebuild it from index.json")
 
 
-def _read_journal_text(store) -> str | None:
+def _read_journal_bytes(store) -> bytes | None:
+    """The revocation journal's bytes; None if there is none."""
     p = journal_path(store)
     try:
-        data = p.read_bytes()
+        return p.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise StoreError(f"cannot read {p}: {exc.strerror}") from None
+
+
+def _read_journal_text(store) -> str | None:
+    p = journal_path(store)
+    data = _read_journal_bytes(store)
+    if data is None:
+        return None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -405,13 +413,9 @@ def crl_entries_from_journal(store) -> EncodedRevoked | None:
     as possible: split each line, convert, and validate all serials and all times at the
     end with one regex pass each (in C).  Any irregularity is then located by the
     line-by-line check, which names the bad line."""
-    p = journal_path(store)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
+    data = _read_journal_bytes(store)
+    if data is None:
         return None
-    except OSError as exc:
-        raise StoreError(f"cannot read {p}: {exc.strerror}") from None
     codes = _REASON_EXT_B
     parts = []
     append = parts.append
