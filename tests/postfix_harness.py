@@ -40,8 +40,9 @@ type.  The harness then makes the instance isolated:
   ``inet_interfaces = 127.0.0.1``, ``inet_protocols = ipv4``, ``maillog_file``,
   ``myhostname = mail.example.org`` (only if the text sets none), ``mydestination = localhost``,
   ``maillog_file_prefixes``, ``compatibility_level = 3.6``, empty ``alias_maps``/``alias_database``, and
-  ``default_transport``/``relay_transport``/``local_transport`` = ``error`` so that the test
-  instance can never send mail anywhere.  Settings of these names in ``main_cf`` are removed
+  ``default_transport``/``relay_transport`` = ``error`` and ``local_transport`` = ``discard``
+  (mail for @localhost is queued, then dropped) so that the test instance can never send or
+  deliver mail anywhere.  Settings of these names in ``main_cf`` are removed
   (not duplicated, so ``postconf -n`` prints no "overriding earlier entry" warning).
 * master.cf: the ``inet`` services ``smtp``, ``submission``, ``submissions`` (and the old name
   ``smtps``) are rewritten to ``127.0.0.1:<port>``; other ``inet`` services are dropped; the
@@ -269,7 +270,9 @@ class PostfixServer:
             "alias_database": "",
             "default_transport": "error:test instance sends no mail",
             "relay_transport": "error:test instance sends no mail",
-            "local_transport": "error:test instance delivers no mail",
+            # mail for @localhost is accepted, queued and discarded (a full submission can be
+            # tested end to end without delivering anything anywhere)
+            "local_transport": "discard:test instance delivers no mail",
         }
 
     def write_config(self) -> None:

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import smtplib
 import ssl
+import re
 import subprocess
 
 import pytest
@@ -145,6 +146,59 @@ def test_port25_refuses_vrfy_and_offers_no_auth(live):
         starttls(s, ca)
         s.ehlo()
         assert not s.has_extn("auth"), "AUTH must not be offered on the MX port"
+
+
+
+# ------------------------------------------------------------------ swaks: a real submission
+def swaks(port: int, *extra: str, timeout=60) -> subprocess.CompletedProcess:
+    """swaks as a mail client would use it: EHLO, (STARTTLS), (AUTH), MAIL, RCPT, DATA."""
+    require("swaks")
+    argv = ["swaks", "--server", "127.0.0.1", "--port", str(port), "--ehlo", "client.example",
+            "--from", "alice@example.org", "--timeout", "15", *extra]
+    if "--to" not in extra:
+        argv += ["--to", "postmaster@localhost"]  # the harness queues and discards local mail
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+AUTH = ("--auth", "PLAIN", "--auth-user", "alice", "--auth-password", "s3cret-pw")
+
+
+def test_swaks_submits_on_587_after_starttls_and_auth(live):
+    ca, srv, _ = live
+    r = swaks(srv.ports["submission"], "--tls", "--tls-verify", "--tls-ca-path", str(ca.root), *AUTH)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert "TLS started" in out, out
+    assert re.search(r"<~\s+235 ", out), out                  # authenticated, inside TLS (<~)
+    assert re.search(r"<~\s+250 .*queued as", out), out       # the message was accepted
+
+
+def test_swaks_on_587_refuses_auth_without_tls_and_relay_without_auth(live):
+    ca, srv, _ = live
+    r = swaks(srv.ports["submission"], *AUTH)                  # no STARTTLS: AUTH is not offered
+    assert r.returncode == 28, r.stdout + r.stderr             # swaks: error in AUTH transaction
+    r = swaks(srv.ports["submission"], "--tls", "--tls-verify", "--tls-ca-path", str(ca.root))
+    assert r.returncode in (23, 24), r.stdout + r.stderr       # TLS but no AUTH: sender/recipient refused
+    assert not re.search(r"queued as", r.stdout), r.stdout
+    r = swaks(srv.ports["submission"], "--tls", "--tls-verify", "--tls-ca-path", str(ca.root), *AUTH,
+              "--to", "bob@example.net")                      # authenticated, but the test server relays nothing
+    assert re.search(r"<~\s+235 ", r.stdout), r.stdout         # (so AUTH itself worked)
+
+
+def test_swaks_verification_is_real(live):
+    """The same submission against a CA file that does not hold our root fails in TLS."""
+    ca, srv, _ = live
+    other = make_ca(ca.dir.parent / "other-ca", "example.org")
+    r = swaks(srv.ports["submission"], "--tls", "--tls-verify", "--tls-ca-path", str(other.root), *AUTH)
+    assert r.returncode == 29, r.stdout + r.stderr             # swaks: error in TLS transaction
+
+
+def test_swaks_submits_on_465_implicit_tls(live):
+    ca, srv, _ = live
+    r = swaks(srv.ports["submissions"], "--tls-on-connect", "--tls-verify", "--tls-ca-path", str(ca.root), *AUTH)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert re.search(r"<~\s+250 .*queued as", out), out
 
 
 # ------------------------------------------------------------------- 4. weak handshakes fail
