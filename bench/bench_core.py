@@ -57,7 +57,7 @@ def main() -> int:
             {
                 "x509": [py, "-c", "import cryptography.x509"],
                 "click": [py, "-c", "import click"],
-                "issue": [*m, "--dir", str(store), "issue", "mail.example.org", "--san", "smtp.example.org"],
+                "issue": [*m, "--dir", str(store), "issue", "mail.example.org", "--san", "smtp.example.org", "--replace"],
                 "help": [*m, "--help"],
             },
             args.runs,

@@ -54,7 +54,8 @@ def read_lines(batch_file: str) -> list[tuple[int, list[str]]]:
 
 def issue_batch(store, batch_file: str, *, key_types: list[str] | None = None, days: int | None = None,
                 profile: str | None = None, progress: bool = True, durable: bool = True,
-                flush_every: int = FLUSH_EVERY, lines: list[tuple[int, list[str]]] | None = None) -> dict:
+                flush_every: int = FLUSH_EVERY, lines: list[tuple[int, list[str]]] | None = None,
+                replace: bool = False) -> dict:
     """Issue one certificate (per key type) for each line; returns
     ``{"issued": n_certs, "failed": n_lines, "errors": [{line, error}], "certificates": [...]}``."""
     ca = camod.load_ca(store)
@@ -87,6 +88,18 @@ def issue_batch(store, batch_file: str, *, key_types: list[str] | None = None, d
         if not valid:
             return _finish(out)
         with store.lock():
+            if not replace:  # a line for a host that already has a live certificate fails, as with 'issue'
+                keep = []
+                for no, dns, ips in valid:
+                    try:
+                        for kt in kts:
+                            camod.refuse_silent_replacement(store, dns[0], kt, what="issue a new certificate")
+                        keep.append((no, dns, ips))
+                    except MailcaError as exc:
+                        out["errors"].append({"line": no, "error": str(exc)})
+                valid = keep
+                if not valid:
+                    return _finish(out)
             store.note_intents([store.lineage_dir(dns[0], kt) for _, dns, _ in valid for kt in kts])
             _pipeline(store, ca, prof, kts, ndays, valid, out, durable=durable, flush_every=flush_every, bar=bar)
     finally:

@@ -14,7 +14,7 @@ from typing import NamedTuple
 from pathlib import Path
 
 from . import builders, certinfo, keys, names as namesmod, verify
-from .errors import StoreError, UsageError, VerificationError
+from .errors import StoreError, UsageError
 from .profiles import Profile, build_profile, load_profile
 from .store import Store
 
@@ -95,10 +95,21 @@ def _serial() -> int:
     return x509.random_serial_number()  # 159 random bits: positive, <= 20 octets
 
 
-def init_ca(store: Store, *, domains: list[str], org: str, profile: Profile, passphrase: bytes | None,
-            key_type: str | None = None, now: _dt.datetime | None = None) -> CA:
+def _refuse_existing_ca(store: Store) -> None:
     if store.exists():
         raise StoreError(f"a CA already exists in {store.path}; refusing to overwrite it (use another --dir)")
+    left = store.ca_leftovers()
+    if left:
+        raise StoreError(
+            f"{store.path} already holds {', '.join(left)} but no ca/ca.json; refusing to create a CA over them "
+            "(restore ca.json from a backup; if an interrupted 'mailca init' left them and nothing was issued, "
+            "delete the directory and run init again)"
+        )
+
+
+def init_ca(store: Store, *, domains: list[str], org: str, profile: Profile, passphrase: bytes | None,
+            key_type: str | None = None, now: _dt.datetime | None = None) -> CA:
+    _refuse_existing_ca(store)
     doms = []
     for d in domains:
         nd = namesmod.normalize_domain(d)
@@ -163,8 +174,7 @@ def init_ca(store: Store, *, domains: list[str], org: str, profile: Profile, pas
         "root_encrypted": bool(passphrase),
     }
     with store.lock():
-        if store.exists():
-            raise StoreError(f"a CA already exists in {store.path}; refusing to overwrite it (use another --dir)")
+        _refuse_existing_ca(store)
         from .store import ensure_dir
 
         ensure_dir(store.ca_dir, durable=True)
@@ -185,6 +195,7 @@ class IssueRequest(NamedTuple):
     key_types: tuple[str, ...] = ()
     days: int | None = None
     profile: str | None = None
+    replace: bool = False
 
 
 class Issued:
@@ -342,6 +353,22 @@ def commit_version(store: Store, ca: CA, *, name: str, key_type: str, key, cert,
     return Issued(entry, store.live_dir(name, key_type), vdir, cert)
 
 
+def refuse_silent_replacement(store: Store, name: str, key_type: str, *, what: str) -> None:
+    """A host that already has a live, unrevoked certificate is not replaced by accident:
+    a new key breaks published TLSA 3 1 1 records, and a shorter name list breaks clients
+    that use the dropped names; a CSR-signed version would leave live/ without key.pem.
+    Called under the lock; ``--replace`` skips it."""
+    cur = store.current_entry(name, key_type)
+    if cur is None or cur.get("status") == "revoked":
+        return
+    raise UsageError(
+        f"{name} ({key_type}) already has a live certificate (names: {', '.join(cur.get('names') or [name])}; "
+        f"TLSA 3 1 1 {cur.get('spki_sha256', '')[:16]}...); to renew it with the same key run "
+        f"'mailca renew {name} --force', to change its key safely for DANE 'mailca rekey {name} --stage'; "
+        f"to {what} anyway (new key: publish its TLSA record first) add --replace"
+    )
+
+
 def issue(store: Store, req: IssueRequest, *, now: _dt.datetime | None = None, ca: CA | None = None) -> list[Issued]:
     """Issue one certificate per key type for the names in ``req`` (new keys)."""
     ca = ca or load_ca(store)
@@ -357,6 +384,9 @@ def issue(store: Store, req: IssueRequest, *, now: _dt.datetime | None = None, c
         prepared.append((kt, key, cert))
     out = []
     with store.lock():
+        if not req.replace:
+            for kt, _, _ in prepared:
+                refuse_silent_replacement(store, dns[0], kt, what="issue a new certificate")
         for kt, key, cert in prepared:
             out.append(commit_version(store, ca, name=dns[0], key_type=kt, key=key, cert=cert, profile=profile, source="issue"))
     return out
@@ -381,7 +411,7 @@ def load_csr(path: str):
 
 
 def sign_csr(store: Store, csr_path: str, *, extra_sans: list[str], ips: list[str], days: int | None,
-             profile_name: str | None, now: _dt.datetime | None = None) -> Issued:
+             profile_name: str | None, now: _dt.datetime | None = None, replace: bool = False) -> Issued:
     """Sign a CSR made on the mail server: only its public key and names are used."""
     from cryptography import x509
     from cryptography.x509.oid import NameOID
@@ -401,6 +431,8 @@ def sign_csr(store: Store, csr_path: str, *, extra_sans: list[str], ips: list[st
         csr_ips += [str(i) for i in san.get_values_for_type(x509.IPAddress)]
     except x509.ExtensionNotFound:
         pass
+    except (ValueError, x509.DuplicateExtension) as exc:
+        raise UsageError(f"CSR {csr_path!r} has a malformed extension ({exc}); make a new CSR") from None
     for attr in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
         if attr.value not in names:
             names.insert(0, attr.value)
@@ -409,6 +441,11 @@ def sign_csr(store: Store, csr_path: str, *, extra_sans: list[str], ips: list[st
     now = now or certinfo.utcnow()
     cert = sign_leaf(ca, pub, dns=dns, ips=addrs, days=days, profile=profile, now=now)
     with store.lock():
+        cur = store.current_entry(dns[0], kt)
+        # Re-signing a CSR for a CSR lineage is how such a certificate is renewed; replacing a
+        # store-key lineage would leave live/ without key.pem and keyfullchain.pem.
+        if not replace and cur is not None and cur.get("source") != "csr":
+            refuse_silent_replacement(store, dns[0], kt, what="serve the CSR's key instead")
         return commit_csr_version(store, ca, dns[0], kt, cert, profile)
 
 

@@ -19,6 +19,8 @@ from . import __version__
 from .errors import MailcaError
 
 _SKIP = {"common"}
+# click >= 8.2 raises this for a bare 'mailca'; older click prints the help itself
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 _COMMANDS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "commands")
@@ -112,6 +114,9 @@ def main(argv=None) -> int:
     except click.exceptions.Abort:
         click.echo("mailca: aborted", err=True)
         return 130
+    except _NO_ARGS as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else HELP)
+        return 0
     except click.UsageError as exc:
         # One line, like every other error; say where the help is.
         cmd = exc.ctx.command_path if exc.ctx is not None else "mailca"
@@ -127,6 +132,13 @@ def main(argv=None) -> int:
         return 130
     except BrokenPipeError:
         return 141
+    except PermissionError as exc:
+        click.echo(f"mailca: error: cannot access {exc.filename or 'a store file'}: permission denied "
+                   "(run as the store's owner, e.g. with sudo)", err=True)
+        return 3
+    except OSError as exc:
+        click.echo(f"mailca: error: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", err=True)
+        return 3
     return 0
 
 

@@ -173,7 +173,7 @@ def parse_hooks(cmds: list[str]) -> list[Hook]:
 
 
 def hook_env(store, renewed: list[dict]) -> dict:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != "MAILCA_PASSPHRASE"}  # hooks never see the passphrase
     names: list[str] = []
     for r in renewed:
         for n in r["names"]:
@@ -416,8 +416,9 @@ def _renew_each(store, ca, prof, due, res, idx, *, now, new_key, int_after, on_r
                 key_pem = keys.private_pem(key)
             else:
                 key_pem, key = _read_key(store, e)
-            cert = camod.sign_leaf(ca, key.public_key(), dns=list(e.get("names", [])), ips=list(e.get("ips", [])),
-                                   days=days, profile=profile, now=now)
+            # the names come from the index: validate them like 'issue' does, before signing
+            dns, ips = camod.normalize_request(ca, profile, list(e.get("names", [])), [], list(e.get("ips", [])))
+            cert = camod.sign_leaf(ca, key.public_key(), dns=dns, ips=ips, days=days, profile=profile, now=now)
             issued = camod.commit_version(store, ca, name=e["name"], key_type=e["key_type"], key=key, cert=cert,
                                           profile=profile, source="renew", key_pem=key_pem, index=idx,
                                           save_index=False)

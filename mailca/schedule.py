@@ -28,7 +28,16 @@ def mailca_argv() -> list[str]:
     return [sys.executable, "-m", "mailca"]
 
 
+def _no_control_chars(what: str, value: str) -> None:
+    """A newline in a hook or path would start another crontab line or unit directive."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise UsageError(f"{what} {value!r} contains a control character (newline, tab...); give it on one line")
+
+
 def renew_argv(store_dir: str, hooks: list[str], extra: list[str] = ()) -> list[str]:
+    _no_control_chars("--dir", str(store_dir))
+    for h in hooks:
+        _no_control_chars("--deploy-hook", h)
     for h in hooks:
         try:
             if not shlex.split(h):
@@ -83,6 +92,10 @@ WantedBy=timers.target
 
 def cron_line(argv: list[str], *, user: str = "root", rng: random.Random | None = None) -> str:
     """A /etc/cron.d line: twice a day at a random minute (12 h apart), as ``user``."""
+    import re
+
+    if not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}\$?", user):
+        raise UsageError(f"--user {user!r} is not a valid user name (lower-case letters, digits, '_', '-', '.')")
     rng = rng or random.Random()
     minute, hour = rng.randrange(60), rng.randrange(12)
     cmd = " ".join(shlex.quote(a) for a in argv).replace("%", "\\%")

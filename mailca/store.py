@@ -119,7 +119,12 @@ def ensure_dir(path: str | os.PathLike, mode: int = DIR_MODE, *, durable: bool =
     if not missing:
         return
     try:
-        os.makedirs(path, mode=mode, exist_ok=True)
+        for d in reversed(missing):  # each level created 0700 (makedirs gives parents 0777 & ~umask)
+            try:
+                os.mkdir(d, mode)
+            except FileExistsError:
+                continue
+            os.chmod(d, mode)
         if durable:
             for d in reversed(missing):
                 fsync_dir(d.parent)
@@ -170,10 +175,20 @@ class Store:
     def exists(self) -> bool:
         return (self.ca_dir / "ca.json").exists()
 
+    def ca_leftovers(self) -> list[str]:
+        """CA or certificate files present although ca/ca.json is not (a damaged store, or an
+        'init' interrupted before its last write): 'init' must not write over them."""
+        names = ["ca/root.key", "ca/root.crt", "ca/intermediate.key", "ca/intermediate.crt", "index.json", "certs"]
+        return [n for n in names if (self.path / n).exists()]
+
     def require_ca(self) -> None:
         if not self.path.exists():
             raise StoreError(f"no mailca store at {self.path}; create one with 'mailca init --dir {self.path} --domain example.org'")
         if not self.exists():
+            left = self.ca_leftovers()
+            if left:
+                raise StoreError(f"{self.ca_file('ca.json')} is missing but {', '.join(left)} exist; restore ca.json "
+                                 "from a backup (do not run 'mailca init': it would not replace your CA)")
             raise StoreError(f"no CA in {self.path} yet; run 'mailca init --dir {self.path} --domain YOUR.DOMAIN' first")
         for fname in ("root.crt", "intermediate.crt", "intermediate.key"):
             if not self.ca_file(fname).exists():
@@ -279,6 +294,9 @@ class Store:
             with open(self.index_path, "rb") as fh:
                 raw = fh.read()
         except FileNotFoundError:
+            if self.certs_dir.is_dir() and next(self.certs_dir.glob("*/*/archive/[0-9]*"), None) is not None:
+                raise StoreError(f"{self.index_path} is missing but certificates exist; run 'mailca doctor --fix' "
+                                 "to rebuild it from the archive") from None
             return {"version": INDEX_VERSION, "certs": []}
         except PermissionError:
             raise StoreError(f"cannot read {self.index_path}: permission denied") from None

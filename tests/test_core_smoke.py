@@ -119,7 +119,7 @@ def test_live_symlink_swap_and_index(ca):
     old_cert = (live / "cert.pem").read_bytes()
     old_archive = Path(first["archive_dir"])
 
-    second = ca.issue("mail.example.org", "--san", "smtp.example.org")[0]
+    second = ca.issue("mail.example.org", "--san", "smtp.example.org", "--replace")[0]
     assert second["version"] == 2
     assert os.readlink(live) == "archive/0002"  # relative link, swapped in place
     assert Path(second["archive_dir"]) == old_archive.parent / "0002"
@@ -244,3 +244,36 @@ def test_very_long_names(tmp_path):
     r = run(["--dir", store, "issue", "x" * 8 + "." + domain, "--json"])  # 253 octets exactly
     assert r.returncode == 0, r.stderr
     assert len(json.loads(r.stdout)["certificates"][0]["name"]) == 253
+
+
+def test_reissue_of_a_live_host_is_refused_without_replace(ca):
+    """A second 'issue' for a host with a live certificate would change its key (breaking
+    TLSA 3 1 1) and could drop names: refused, store unchanged, unless --replace."""
+    from conftest import snapshot
+
+    first = ca.issue("mail.example.org", "--san", "smtp.example.org")[0]
+    before = snapshot(ca.dir)
+    r = ca.run("issue", "mail.example.org")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "already has a live certificate" in r.stderr
+    assert "renew mail.example.org --force" in r.stderr and "--replace" in r.stderr
+    assert snapshot(ca.dir) == before
+    # batch lines follow the same rule
+    batch = ca.dir.parent / "batch.txt"
+    batch.write_text("mail.example.org\nnew.example.org\n")
+    r = ca.run("issue", "--batch", batch, "--json")
+    assert r.returncode == 2 and "1 batch line(s) failed" in r.stderr
+    assert [c["name"] for c in json.loads(r.stdout)["certificates"]] == ["new.example.org"]
+    # a CSR for the host would leave live/ without key.pem: refused too
+    csr = ca.dir.parent / "m.csr"
+    tool("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", ca.dir.parent / "m.key", "-subj", "/CN=mail.example.org", "-out", csr, check=True)
+    r = ca.run("sign", csr)
+    assert r.returncode == 2 and "already has a live certificate" in r.stderr, r.stderr
+    assert (ca.live("mail.example.org") / "key.pem").exists()
+    # with --replace: a new version with a new key
+    second = ca.issue("mail.example.org", "--replace")[0]
+    assert second["version"] == 2 and second["spki_sha256"] != first["spki_sha256"]
+    # after revocation, issuing again needs no --replace
+    ca.ok("revoke", "mail.example.org")
+    assert ca.issue("mail.example.org")[0]["version"] == 3

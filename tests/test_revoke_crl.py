@@ -143,7 +143,7 @@ def test_crl_passes_gnutls_and_pkilint(ca, tmp_path):
 
 def test_revoke_by_serial_in_any_spelling_revokes_exactly_that_version(ca, tmp_path):
     first = ca.issue("mail.example.org")[0]
-    second = ca.issue("mail.example.org")[0]  # version 2, a new key
+    second = ca.issue("mail.example.org", "--replace")[0]  # version 2, a new key
     assert first["version"] == 1 and second["version"] == 2
     hexs = first["serial"]
     colon = ":".join(hexs.rjust(len(hexs) + len(hexs) % 2, "0")[i:i + 2] for i in range(0, len(hexs) + len(hexs) % 2, 2))
@@ -341,7 +341,7 @@ def test_crash_between_journal_and_index_is_reconciled(ca, tmp_path):
 
 def test_doctor_is_happy_after_revoking_the_current_version(ca):
     ca.issue("mail.example.org")
-    ca.issue("mail.example.org")  # v2 current, v1 superseded but valid
+    ca.issue("mail.example.org", "--replace")  # v2 current, v1 superseded but valid
     ca.ok("revoke", "mail.example.org", "--reason", "superseded")
     assert os.readlink(ca.live("mail.example.org")) == "archive/0002"
     r = ca.run("doctor", "--json")

@@ -40,6 +40,7 @@ def cli(store_dir, out, as_json):
     from ..ca import load_ca
 
     store = get_store(store_dir)
+    store.require_ca()  # before the lock: a wrong --dir must not create a store
     with store.lock():
         ca = load_ca(store)
         summary = make_bundle(ca, out)

@@ -11,7 +11,7 @@ import click
 def store_option(f):
     """``--dir`` on the subcommand too (``mailca issue --dir X`` as well as ``mailca --dir X issue``)."""
     return click.option(
-        "--dir", "store_dir", type=click.Path(file_okay=False), default=None, envvar="MAILCA_DIR",
+        "--dir", "store_dir", type=click.Path(file_okay=False), default=None,
         help="Store directory (default: $MAILCA_DIR, /etc/mailca as root, else ~/.local/share/mailca).",
     )(f)
 

@@ -50,7 +50,10 @@ def cli(store_dir, host, ports, usage, ta, ta_selector, ttl, fmt, as_json):
     port_list = dane.parse_ports(ports)
     store = get_store(store_dir)
     entries = dane.find_lineages(store, host)
-    name = entries[0]["name"]
+    from ..names import normalize_dns_name
+
+    # the owner name is the host asked for (an MX may be a SAN of the lineage), not the lineage name
+    name = normalize_dns_name(host)
     recs = dane.records(store, entries, host=name, ports=port_list, usage=usage, ta=ta, ta_selectors=sels, ttl=ttl)
     staged = []
     if any(r.role == "next" for r in recs):

@@ -41,10 +41,7 @@ def cli(store_dir, domains, org, key_type, profile, passphrase_file, no_root_pas
     from ..profiles import load_profile
 
     store = get_store(store_dir)
-    if store.exists():
-        from ..errors import StoreError
-
-        raise StoreError(f"a CA already exists in {store.path}; refusing to overwrite it (use another --dir)")
+    camod._refuse_existing_ca(store)
     if key_type:
         keys.check_key_type(key_type)
     prof = load_profile(profile)

@@ -29,10 +29,13 @@ def print_issued(results: list[dict]) -> None:
               help="ecdsa-p256 (default), ecdsa-p384, rsa-2048, rsa-3072, rsa-4096. Twice (ecdsa-p256 and rsa-2048) gives a dual pair.")
 @click.option("--days", type=int, default=None, help="Validity in days (default and maximum: the profile's leaf.days).")
 @click.option("--profile", default=None, metavar="NAME|FILE", help="Certificate profile (default: the one the CA was created with).")
+@click.option("--replace", is_flag=True,
+              help="Replace the host's live certificate (new key, new name list). Without it, a host that "
+                   "already has one is refused: use 'mailca renew --force' (same key) or 'mailca rekey' (DANE-safe).")
 @click.option("--batch", "batch_file", default=None, metavar="FILE",
               help="Issue one certificate per line of FILE ('-' for stdin): the line's names, space-separated.")
 @json_option
-def cli(store_dir, hosts, sans, ips, key_types, days, profile, batch_file, as_json):
+def cli(store_dir, hosts, sans, ips, key_types, days, profile, replace, batch_file, as_json):
     """Issue a server certificate whose SAN holds every HOST and --san name.
 
     Names may be given as U-labels (bücher.example.org) or A-labels; they are stored
@@ -56,7 +59,7 @@ def cli(store_dir, hosts, sans, ips, key_types, days, profile, batch_file, as_js
         from ..batch import issue_batch
 
         summary = issue_batch(store, batch_file, key_types=list(key_types), days=days, profile=profile,
-                              progress=not as_json)
+                              progress=not as_json, replace=replace)
         if as_json:
             emit_json(summary)
         else:
@@ -69,7 +72,7 @@ def cli(store_dir, hosts, sans, ips, key_types, days, profile, batch_file, as_js
     if not hosts:
         raise UsageError("no host name given: usage 'mailca issue mail.example.org [--san NAME]...'")
     req = camod.IssueRequest(dns_names=tuple(hosts) + tuple(sans), ips=tuple(ips), key_types=tuple(key_types),
-                             days=days, profile=profile)
+                             days=days, profile=profile, replace=replace)
     results = [r.as_dict(store) for r in camod.issue(store, req)]
     if as_json:
         emit_json({"certificates": results})

@@ -120,8 +120,8 @@ def cli(store_dir, host, action, key_types, force, as_json):
         except Exception:
             profile = ca.profile
         days = camod.resolve_days(profile, None)
-        cert = camod.sign_leaf(ca, key.public_key(), dns=list(e["names"]), ips=list(e.get("ips", [])), days=days,
-                               profile=profile, now=now)
+        dns, ips = camod.normalize_request(ca, profile, list(e["names"]), [], list(e.get("ips", [])))
+        cert = camod.sign_leaf(ca, key.public_key(), dns=dns, ips=ips, days=days, profile=profile, now=now)
         prepared.append((e, m, key, cert, profile))
     with store.lock():
         for e, m, *_ in prepared:  # again under the lock: a concurrent commit/abort wins

@@ -14,8 +14,10 @@ from .common import emit_json, json_option, store_option, get_store
 @click.option("--ip", "ips", multiple=True, metavar="ADDR", help="Add an IP address SAN (if the profile permits).")
 @click.option("--days", type=int, default=None, help="Validity in days (default and maximum: the profile's leaf.days).")
 @click.option("--profile", default=None, metavar="NAME|FILE", help="Certificate profile.")
+@click.option("--replace", is_flag=True,
+              help="Replace a live certificate whose key is in the store (live/ then has no key.pem).")
 @json_option
-def cli(store_dir, csr_file, sans, ips, days, profile, as_json):
+def cli(store_dir, csr_file, sans, ips, days, profile, replace, as_json):
     """Sign a PKCS#10 CSR (PEM or DER) so the CA can live on another, offline machine.
 
     The CSR's self-signature is checked; only its public key and names (CN and SAN)
@@ -33,7 +35,7 @@ def cli(store_dir, csr_file, sans, ips, days, profile, as_json):
     from .issue import print_issued
 
     store = get_store(store_dir)
-    issued = camod.sign_csr(store, csr_file, extra_sans=list(sans), ips=list(ips), days=days, profile_name=profile)
+    issued = camod.sign_csr(store, csr_file, extra_sans=list(sans), ips=list(ips), days=days, profile_name=profile, replace=replace)
     d = issued.as_dict(store)
     d["paths"].pop("key")
     d["paths"].pop("keyfullchain")
