@@ -214,6 +214,10 @@ def render(host: str, *, version: tuple[int, int], profile: TLSProfile, certs: l
         m.append(Setting("smtpd_tls_chain_files", files,
                          f"key, then {chain_why}, read from ONE file so a renewal can never pair a new "
                          f"certificate with an old key ({'RSA and ECDSA' if len(ordered) > 1 else ordered[0].key_type})"))
+        for legacy in ("smtpd_tls_cert_file", "smtpd_tls_key_file"):
+            m.append(Setting(legacy, "",
+                             "empty on purpose: Debian's main.cf sets the snakeoil pair here, and with "
+                             "smtpd_tls_chain_files set Postfix ignores it and warns at every start"))
     else:
         rsa = [c for c in ordered if c.key_type.startswith("rsa")]
         ec = [c for c in ordered if c.key_type.startswith("ecdsa")]
