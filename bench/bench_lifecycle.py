@@ -158,7 +158,7 @@ def main() -> int:
         cmd = mailca_cmd()
         e = env()
         med = interleaved({
-            "issue": cmd + ["--dir", str(one), "issue", "mail.example.org"],
+            "issue": cmd + ["--dir", str(one), "issue", "mail.example.org", "--replace"],
             "status": cmd + ["--dir", str(inv), "status"],
             "status --json": cmd + ["--dir", str(inv), "status", "--json"],
             "renew --dry-run": cmd + ["--dir", str(inv), "renew", "--dry-run"],
