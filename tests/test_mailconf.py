@@ -4,6 +4,7 @@ and doveconf, the postconf-command format executed for real, and bad input."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -133,6 +134,22 @@ def test_postconf_format_applies_for_real(dual, tmp_path):
         for o in svc["options"]:
             assert f"{svc['service']}/inet/{o['name']} = {o['value']}" in n
     assert "smtpd_tls_protocols = >=TLSv1" in n  # intermediate keeps TLS 1.0 on port 25
+
+
+def test_postconf_format_keeps_an_existing_postscreen_smtp_line(dual, tmp_path):
+    """Port 25 needs only main.cf settings: applying the postconf commands must not replace a
+    postscreen (or chrooted, or -o carrying) 'smtp inet' line."""
+    d = postconf_dir(tmp_path, "", "smtp      inet  n       -       y       -       1       postscreen\n"
+                                   "smtpd     pass  -       -       y       -       -       smtpd\n")
+    script = dual.ok("postfix", HOST, "--format", "postconf").stdout
+    assert "smtp/inet=" not in script
+    for line in script.splitlines():
+        if line.startswith("postconf "):
+            argv = shlex.split(line)
+            assert tool(argv[0], "-c", d, *argv[1:]).returncode == 0, line
+    master = tool("postconf", "-c", d, "-M", "smtp/inet").stdout
+    assert "postscreen" in master and " y " in master, master
+    assert re.search(r"^submission\s+inet\s", tool("postconf", "-c", d, "-M").stdout, re.M)  # 587 was added
 
 
 def test_write_dir_and_dane_ta_root(dual, tmp_path):

@@ -374,6 +374,11 @@ def format_postconf(cfg: PostfixConfig) -> str:
         out.append(f"postconf -e {q(f'{s.name} = {s.value}')}")
     for svc in cfg.master:
         out += _comment(svc.why)
+        if svc.name == "smtp" and svc.type == "inet" and not svc.options:
+            # Port 25 takes all its TLS settings from main.cf.  'postconf -M smtp/inet=...' would
+            # replace the existing line - a postscreen set-up, chroot, or -o options would be lost.
+            out.append("# (your existing 'smtp inet' line - smtpd or postscreen - stays as it is)")
+            continue
         entry = f"{svc.name} {svc.type} " + " ".join(svc.fields)
         out.append(f"postconf -M {q(f'{svc.name}/{svc.type}={entry}')}")
         for o in svc.options:
