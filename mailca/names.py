@@ -98,11 +98,7 @@ def normalize_dns_name(name: str, *, allow_wildcard: bool = False, what: str = "
         )
     if name.endswith("."):
         name = name[:-1]
-    try:
-        ipaddress.ip_address(name.strip("[]"))
-    except ValueError:
-        pass
-    else:
+    if is_ip_literal(name.strip("[]")):
         raise UsageError(f"{what} {original!r} is an IP address, not a DNS name; pass it with --ip instead")
     labels = name.split(".")
     if len(labels) < 2:

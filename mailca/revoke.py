@@ -95,19 +95,13 @@ def parse_serial(value: str) -> int:
 
 def parse_target(value: str | None) -> tuple[str, object]:
     """('name', A-label name) or ('serial', int).  Every name has a dot; no serial has one."""
-    from .names import normalize_dns_name
+    from .names import is_ip_literal, normalize_dns_name
 
     if value is None or not value.strip():
         raise UsageError("name what to revoke: 'mailca revoke mail.example.org' or 'mailca revoke SERIAL' "
                          "(serials: 'mailca status')")
     v = value.strip()
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(v.strip("[]"))
-    except ValueError:
-        pass
-    else:
+    if is_ip_literal(v.strip("[]")):
         raise UsageError(f"{v!r} is an IP address; revoke by the certificate's host name or serial (see 'mailca status')")
     if "." in v:
         return "name", normalize_dns_name(v, allow_wildcard=True)

@@ -68,27 +68,16 @@ def cli(host, ports, name, ca_file, tlsa, timeout, parallel, min_severity, verbo
       mailca check mail.example.org --tlsa "3 1 1 0c72ac70b745ac19998811b131d662c9ac69dbdbe7cb23e5b514b56664c5d3d6"
       mailca check 127.0.0.1 --port 10587:submission --json | jq '.findings[]'
     """
-    import ipaddress
-
     from ..errors import CheckFindings, ConnectError, UsageError
-    from ..names import normalize_dns_name
+    from ..names import is_ip_literal, normalize_dns_name
     from ..probe import certcheck, report
     from ..probe.audit import Options, audit
     from ..probe.smtp import Endpoint
 
-    if name is None:
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            name = host
-    if name is not None:
-        try:
-            ipaddress.ip_address(name)
-        except ValueError:
-            try:
-                name = normalize_dns_name(name, what="--name")
-            except UsageError:
-                raise
+    if name is None and not is_ip_literal(host):
+        name = host
+    if name is not None and not is_ip_literal(name):
+        name = normalize_dns_name(name, what="--name")
     specs = [_port_spec(p) for p in (ports or ("25",))]
     seen = set()
     for p, _ in specs:
