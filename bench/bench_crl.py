@@ -135,8 +135,8 @@ def main() -> int:
         # ---- the same revocations on both sides
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         entries = make_entries(args.entries, now, random.Random(20261125))
-        from mailca import crl as crlmod
-        from mailca.store import Store
+        from mailca.lifecycle import crl as crlmod
+        from mailca.storage.store import Store
 
         store = Store(store_dir)
         with store.lock():
@@ -164,7 +164,7 @@ def main() -> int:
         t = interleaved({"openssl": ossl_cmd, "mailca": mailca_crl}, args.runs, env=env, warmup=1)
 
         # in-process, for context: journal -> entries -> encode + sign (no process start-up)
-        from mailca.ca import load_ca
+        from mailca.issuance.ca import load_ca
 
         ca = load_ca(store)
         with crlmod.bulk_objects():

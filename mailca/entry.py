@@ -9,7 +9,7 @@ It exists so that two start-up settings apply before click and cryptography are 
   do not accumulate cycles;
 * :func:`mailca.cli.run` leaves without interpreter teardown (see there).
 
-Library users import ``mailca.cli`` / ``mailca.ca`` directly and get neither.
+Library users import ``mailca.cli`` / ``mailca.issuance.ca`` directly and get neither.
 """
 
 import gc

@@ -40,8 +40,8 @@ def key_hashes(store: Path) -> dict[str, str]:
 
 
 def check_store(store: Path, keys_before: dict[str, str], *, cli: bool = False) -> dict:
-    from mailca.doctor import diagnose
-    from mailca.store import Store
+    from mailca.lifecycle.doctor import diagnose
+    from mailca.storage.store import Store
 
     findings = diagnose(Store(store))
     errors = [f for f in findings if f.level == "error"]

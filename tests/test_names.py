@@ -1,10 +1,10 @@
-"""Unit tests of mailca/names.py: what a certificate name may be, and the errors for what not."""
+"""Unit tests of mailca/core/names.py: what a certificate name may be, and the errors for what not."""
 
 from __future__ import annotations
 
 import pytest
 
-from mailca import names as N
+from mailca.core import names as N
 from mailca.errors import UsageError
 
 

@@ -116,7 +116,7 @@ def test_openssl_loads_root_key_with_passphrase(root_key):
 def test_cryptography_and_mailca_refuse_without_passphrase(root_key):
     from cryptography.hazmat.primitives import serialization
 
-    from mailca import keys
+    from mailca.core import keys
     from mailca.errors import UsageError
 
     data = root_key.read_bytes()

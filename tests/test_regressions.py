@@ -77,7 +77,7 @@ def test_schedule_refuses_control_characters(ca, tmp_path):
 
 
 def test_new_lineage_directories_are_0700_from_the_start(tmp_path):
-    from mailca.store import ensure_dir
+    from mailca.storage.store import ensure_dir
 
     old = os.umask(0o022)
     try:

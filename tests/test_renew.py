@@ -283,7 +283,7 @@ def test_schedule_systemd_units_verify(tmp_path, ca):
     r = ca.ok("schedule", "--systemd", "--deploy-hook", "postfix reload", "--write", tmp_path)
     svc, tim = tmp_path / "mailca-renew.service", tmp_path / "mailca-renew.timer"
     assert svc.exists() and tim.exists()
-    from mailca.schedule import parse_unit
+    from mailca.lifecycle.schedule import parse_unit
 
     t = parse_unit(tim.read_text())
     assert t["Timer"]["Persistent"] == "true" and t["Timer"]["RandomizedDelaySec"]

@@ -310,7 +310,7 @@ def test_large_crl_long_lengths_and_generalized_time(ca, tmp_path):
     der = (ca.dir / "crl" / "intermediate.crl.der").read_bytes()
     assert b"\x17\x0d49" in der and b"\x18\x0f2069" in der
     assert b"\x18\x0f204" not in der and b"\x17\x0d690" not in der
-    from mailca import crl as crlmod
+    from mailca.lifecycle import crl as crlmod
 
     assert crlmod.der_time_from_iso("2049-12-31T23:59:59Z") == b"\x17\x0d491231235959Z"
     assert crlmod.der_time_from_iso("2050-01-01T00:00:00Z") == b"\x18\x0f20500101000000Z"

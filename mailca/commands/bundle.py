@@ -36,8 +36,8 @@ def cli(store_dir, out, as_json):
       mailca bundle --out /var/www/html/ca
       mailca bundle --out ./for-users --json
     """
-    from ..bundles import make_bundle
-    from ..ca import load_ca
+    from ..distribution.bundles import make_bundle
+    from ..issuance.ca import load_ca
 
     store = get_store(store_dir)
     store.require_ca()  # before the lock: a wrong --dir must not create a store

@@ -31,8 +31,8 @@ def renew_intermediate(store_dir, passphrase_file, days, dry_run, as_json):
       mailca ca renew-intermediate --passphrase-file /root/ca-pass
       mailca ca renew-intermediate --dry-run --json
     """
-    from .. import keys
-    from ..renew import renew_intermediate as do_renew
+    from ..core import keys
+    from ..lifecycle.renew import renew_intermediate as do_renew
 
     store = get_store(store_dir)
     store.require_ca()

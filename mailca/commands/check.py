@@ -69,7 +69,7 @@ def cli(host, ports, name, ca_file, tlsa, timeout, parallel, min_severity, verbo
       mailca check 127.0.0.1 --port 10587:submission --json | jq '.findings[]'
     """
     from ..errors import CheckFindings, ConnectError, UsageError
-    from ..names import is_ip_literal, normalize_dns_name
+    from ..core.names import is_ip_literal, normalize_dns_name
     from ..probe import certcheck, report
     from ..probe.audit import Options, audit
     from ..probe.smtp import Endpoint

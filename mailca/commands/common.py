@@ -28,7 +28,7 @@ def passphrase_option(f):
 
 
 def get_store(store_dir: str | None):
-    from ..store import open_store
+    from ..storage.store import open_store
 
     if store_dir is None:
         ctx = click.get_current_context(silent=True)

@@ -35,7 +35,7 @@ def cli(store_dir, out, fmt, as_json):
     Check it:
       openssl crl -in crl/intermediate.crl.pem -CAfile ca/intermediate.crt -noout -verify
     """
-    from .. import crl as crlmod
+    from ..lifecycle import crl as crlmod
     from ..errors import UsageError
 
     if out is not None and not out.strip():

@@ -35,7 +35,8 @@ def cli(store_dir, host, ports, usage, ta, ta_selector, ttl, fmt, as_json):
       mailca dane mail.example.org --port 25 --port 465 --usage 3 --ttl 3600
       mailca dane mail.example.org --ta-selector both --format json
     """
-    from .. import certinfo, dane
+    from ..core import certinfo
+    from ..mailconf import dane
     from ..errors import UsageError
 
     if usage not in ("3", "2", "both"):
@@ -50,7 +51,7 @@ def cli(store_dir, host, ports, usage, ta, ta_selector, ttl, fmt, as_json):
     port_list = dane.parse_ports(ports)
     store = get_store(store_dir)
     entries = dane.find_lineages(store, host)
-    from ..names import normalize_dns_name
+    from ..core.names import normalize_dns_name
 
     # the owner name is the host asked for (an MX may be a SAN of the lineage), not the lineage name
     name = normalize_dns_name(host)

@@ -30,7 +30,7 @@ def cli(store_dir, do_fix, as_json):
       mailca doctor --fix
       mailca doctor --json | jq .findings
     """
-    from ..doctor import as_json as to_json, diagnose, fix
+    from ..lifecycle.doctor import as_json as to_json, diagnose, fix
     from ..errors import CheckFindings
 
     store = get_store(store_dir)

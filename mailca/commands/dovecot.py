@@ -25,7 +25,7 @@ def cli(store_dir, host, dovecot_version, profile, no_sasl_listener):
       mailca dovecot mail.example.org > /etc/dovecot/conf.d/99-mailca.conf
       mailca dovecot mail.example.org --dovecot-version 2.4
     """
-    from ..dane import find_lineages
+    from ..mailconf.dane import find_lineages
     from ..mailconf import dovecot as dc
     from ..mailconf.tlsprofiles import load_tls_profile
     from .postfix import cert_files

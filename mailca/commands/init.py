@@ -35,10 +35,10 @@ def cli(store_dir, domains, org, key_type, profile, passphrase_file, no_root_pas
     Example:
       mailca init --dir /etc/mailca --domain example.org --org "Example Mail"
     """
-    from .. import ca as camod
-    from .. import keys
+    from ..issuance import ca as camod
+    from ..core import keys
     from ..errors import UsageError
-    from ..profiles import load_profile
+    from ..core.profiles import load_profile
 
     store = get_store(store_dir)
     camod._refuse_existing_ca(store)
@@ -49,7 +49,7 @@ def cli(store_dir, domains, org, key_type, profile, passphrase_file, no_root_pas
         raise UsageError("--no-root-passphrase and --passphrase-file contradict each other; give one")
     passphrase = None if no_root_passphrase else keys.read_passphrase(passphrase_file, confirm=True)
     ca = camod.init_ca(store, domains=list(domains), org=org, profile=prof, passphrase=passphrase, key_type=key_type)
-    from ..certinfo import cert_sha256, colon_hex, iso
+    from ..core.certinfo import cert_sha256, colon_hex, iso
 
     info = {
         "dir": str(store.path),

@@ -49,14 +49,14 @@ def cli(store_dir, hosts, sans, ips, key_types, days, profile, replace, batch_fi
       mailca issue mail.example.org --san smtp.example.org --san imap.example.org
       mailca issue mail.example.org --key-type ecdsa-p256 --key-type rsa-2048
     """
-    from .. import ca as camod
+    from ..issuance import ca as camod
     from ..errors import UsageError
 
     store = get_store(store_dir)
     if batch_file is not None:
         if hosts or sans or ips:
             raise UsageError("--batch takes the names from FILE; do not also give HOST, --san or --ip")
-        from ..batch import issue_batch
+        from ..issuance.batch import issue_batch
 
         summary = issue_batch(store, batch_file, key_types=list(key_types), days=days, profile=profile,
                               progress=not as_json, replace=replace)

@@ -53,7 +53,7 @@ def cli(store_dir, host, profile, postfix_version, ports, fmt, write_dir, dane_t
     """
     import os
 
-    from ..dane import ca_domains, find_lineages
+    from ..mailconf.dane import ca_domains, find_lineages
     from ..errors import UsageError
     from ..mailconf import postfix as pf
     from ..mailconf.tlsprofiles import load_tls_profile
@@ -78,7 +78,7 @@ def cli(store_dir, host, profile, postfix_version, ports, fmt, write_dir, dane_t
         raise UsageError(f"internal: rendering for Postfix {version[0]}.{version[1]} used {problems[0]}")
     text = pf.format_postconf(cfg) if fmt == "postconf" else None
     if write_dir:
-        from ..store import atomic_write, ensure_dir
+        from ..storage.store import atomic_write, ensure_dir
 
         ensure_dir(write_dir, 0o755)
         files = {"main.cf.mailca": pf.format_main(cfg), "master.cf.mailca": pf.format_master(cfg),

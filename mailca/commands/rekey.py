@@ -30,8 +30,9 @@ def cli(store_dir, host, action, key_types, force, as_json):
     --commit refuses before 2 x TTL have passed since 'dane' first printed the next
     record (--force overrides).  Plain renewal keeps the key, so 3 1 1 stays valid.
     """
-    from .. import ca as camod
-    from .. import certinfo, dane, keys
+    from ..issuance import ca as camod
+    from ..core import certinfo, keys
+    from ..mailconf import dane
     from ..errors import StoreError, UsageError
 
     if action is None:

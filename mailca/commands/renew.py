@@ -47,7 +47,7 @@ def cli(store_dir, names, all_, days_before, new_key, force, hooks, dry_run, qui
       MAILCA_NOW=2027-06-01T00:00:00Z mailca renew --dry-run   # what would renew then
     """
     from ..errors import HookError, StoreError, UsageError
-    from ..renew import renew
+    from ..lifecycle.renew import renew
 
     if all_ and names:
         raise UsageError("give NAMEs or --all, not both")

@@ -47,7 +47,7 @@ def cli(store_dir, target, reason, key_type, all_key_types, dry_run, as_json):
       postfix reload; doveadm reload
       mailca crl --out /var/www/html/ca.crl  # if you publish the CRL
     """
-    from ..revoke import revoke
+    from ..lifecycle.revoke import revoke
 
     store = get_store(store_dir)
     res = revoke(store, target, reason=reason, key_type=key_type, all_key_types=all_key_types, dry_run=dry_run)

@@ -31,7 +31,7 @@ def cli(store_dir, kind, write_dir, hooks, user, as_json):
       mailca schedule --cron --deploy-hook "postfix reload" --write /etc/cron.d
     """
     from ..errors import UsageError
-    from .. import schedule as sch
+    from ..lifecycle import schedule as sch
 
     if kind is None:
         raise UsageError("say which scheduler: --systemd or --cron")

@@ -31,7 +31,7 @@ def cli(store_dir, csr_file, sans, ips, days, profile, replace, as_json):
     On the CA machine:
       mailca sign mail.csr --san smtp.example.org
     """
-    from .. import ca as camod
+    from ..issuance import ca as camod
     from .issue import print_issued
 
     store = get_store(store_dir)

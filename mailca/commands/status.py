@@ -29,9 +29,9 @@ def cli(store_dir, names, all_versions, days_before, as_json):
       mailca status mail.example.org --json
       MAILCA_NOW=2027-06-01T00:00:00Z mailca status   # states at another time
     """
-    from .. import certinfo
+    from ..core import certinfo
     from ..errors import UsageError
-    from ..renew import intermediate_warning, load_policy, resolve_names, status_rows
+    from ..lifecycle.renew import intermediate_warning, load_policy, resolve_names, status_rows
 
     store = get_store(store_dir)
     store.require_ca()

@@ -8,11 +8,11 @@ from .common import emit_json, get_store, json_option, store_option, warn
 
 
 def _root(store_dir, cert_file):
-    from ..trust import load_root_file, root_from_cert
+    from ..distribution.trust import load_root_file, root_from_cert
 
     if cert_file:
         return load_root_file(cert_file)
-    from ..ca import load_ca
+    from ..issuance.ca import load_ca
 
     return root_from_cert(load_ca(get_store(store_dir)).root)
 
@@ -83,7 +83,7 @@ def install_cmd(store_dir, cert_file, nss, no_system, as_json):
       sudo mailca trust install --cert ./for-users/mailca-example-mail-1a2b3c4d.crt
       mailca trust install --nss --no-system
     """
-    from ..trust import install
+    from ..distribution.trust import install
 
     root = _root(store_dir, cert_file)
     _sudo_note(nss)
@@ -117,7 +117,7 @@ def uninstall_cmd(store_dir, cert_file, no_system, no_nss, as_json):
     Example:
       sudo mailca trust uninstall
     """
-    from ..trust import uninstall
+    from ..distribution.trust import uninstall
 
     root = _root(store_dir, cert_file)
     res = uninstall(root, system=not no_system, nss=not no_nss)
@@ -145,7 +145,7 @@ def status_cmd(store_dir, cert_file, as_json):
     Example:
       mailca trust status --json
     """
-    from ..trust import status
+    from ..distribution.trust import status
 
     root = _root(store_dir, cert_file)
     st = status(root)

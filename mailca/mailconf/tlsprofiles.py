@@ -80,14 +80,14 @@ class TLSProfile(NamedTuple):
 
 
 def _read_packaged(stem: str) -> dict:
-    from ..profiles import read_packaged
+    from ..core.profiles import read_packaged
 
     return read_packaged(stem)
 
 
 def load_tls_profile(name_or_path: str) -> TLSProfile:
     """``strict``, ``intermediate`` or a path to a TOML file (merged over strict)."""
-    from ..profiles import read_toml, validate_toml
+    from ..core.profiles import read_toml, validate_toml
 
     base = _read_packaged(PACKAGED["strict"])
     validate_toml(base, TLS_SCHEMA, "tls-strict (packaged)")

@@ -258,7 +258,7 @@ def tls_probes(pr: Prober) -> tuple[dict, list[Finding]]:
 
 def audit_port(ep: Endpoint, opts: Options) -> PortReport:
     from . import certcheck
-    from ..certinfo import utcnow
+    from ..core.certinfo import utcnow
 
     t0 = time.monotonic()
     tls = "implicit" if ep.implicit_tls else "starttls"
@@ -289,7 +289,7 @@ def audit_port(ep: Endpoint, opts: Options) -> PortReport:
 
 
 def audit(host: str, endpoints: list[Endpoint], opts: Options) -> Report:
-    from ..certinfo import iso, utcnow
+    from ..core.certinfo import iso, utcnow
 
     started = iso(utcnow())
     t0 = time.monotonic()

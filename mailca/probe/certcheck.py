@@ -218,7 +218,7 @@ def analyze(chain_der: list[bytes], *, port: int, name: str | None, ca_certs: li
     """Facts (for --json) and findings about the chain as sent by the server."""
     from cryptography import x509
 
-    from ..certinfo import cert_sha256, iso
+    from ..core.certinfo import cert_sha256, iso
 
     fs: list[Finding] = []
     if not chain_der:
@@ -311,7 +311,7 @@ def analyze(chain_der: list[bytes], *, port: int, name: str | None, ca_certs: li
         if matched:
             fs.append(finding("dane.match", f"{matched[0]}", port=port))
         else:
-            from ..keys import spki_sha256
+            from ..core.keys import spki_sha256
 
             fs.append(finding("dane.mismatch", f"{len(tlsa)} record(s) given, none matches; the server's "
                                                 f"key is 3 1 1 {spki_sha256(leaf.public_key())}", port=port))

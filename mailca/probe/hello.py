@@ -20,7 +20,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-from ..names import is_ip_literal
+from ..core.names import is_ip_literal
 
 # --- protocol versions ---------------------------------------------------------------
 

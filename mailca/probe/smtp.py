@@ -16,7 +16,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from ..names import is_ip_literal
+from ..core.names import is_ip_literal
 from ..errors import ConnectError
 
 ROLES = ("smtp", "submission", "submissions")

@@ -13,10 +13,10 @@ import json
 from typing import NamedTuple
 from pathlib import Path
 
-from . import builders, certinfo, keys, names as namesmod, verify
-from .errors import StoreError, UsageError
-from .profiles import Profile, build_profile, load_profile
-from .store import Store
+from ..core import builders, certinfo, keys, names as namesmod, verify
+from ..errors import StoreError, UsageError
+from ..core.profiles import Profile, build_profile, load_profile
+from ..storage.store import Store
 
 CA_META = "ca.json"
 
@@ -175,7 +175,7 @@ def init_ca(store: Store, *, domains: list[str], org: str, profile: Profile, pas
     }
     with store.lock():
         _refuse_existing_ca(store)
-        from .store import ensure_dir
+        from ..storage.store import ensure_dir
 
         ensure_dir(store.ca_dir, durable=True)
         store.write_file(store.ca_file("root.key"), keys.private_pem(root_key, passphrase), private=True)

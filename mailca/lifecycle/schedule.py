@@ -14,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 SERVICE = "mailca-renew.service"
 TIMER = "mailca-renew.timer"
@@ -124,7 +124,7 @@ def parse_unit(text: str) -> dict[str, dict[str, str]]:
 
 
 def write_files(files: dict[str, str], directory: str) -> list[str]:
-    from .store import atomic_write
+    from ..storage.store import atomic_write
 
     d = Path(directory)
     if d.exists() and not d.is_dir():

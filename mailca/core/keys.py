@@ -11,7 +11,7 @@ import hashlib
 import os
 import sys
 
-from .errors import StoreError, UsageError
+from ..errors import StoreError, UsageError
 
 KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072", "rsa-4096")
 DEFAULT_KEY_TYPE = "ecdsa-p256"

@@ -37,9 +37,9 @@ import datetime as _dt
 import re
 from dataclasses import dataclass, field
 
-from . import certinfo
+from ..core import certinfo
 from .crl import REASON_CODES
-from .errors import UsageError
+from ..errors import UsageError
 
 # Reasons accepted for a server certificate, in the order the help lists them.
 LEAF_REASONS = ("unspecified", "keyCompromise", "superseded", "cessationOfOperation", "affiliationChanged",
@@ -95,7 +95,7 @@ def parse_serial(value: str) -> int:
 
 def parse_target(value: str | None) -> tuple[str, object]:
     """('name', A-label name) or ('serial', int).  Every name has a dot; no serial has one."""
-    from .names import is_ip_literal, normalize_dns_name
+    from ..core.names import is_ip_literal, normalize_dns_name
 
     if value is None or not value.strip():
         raise UsageError("name what to revoke: 'mailca revoke mail.example.org' or 'mailca revoke SERIAL' "
@@ -178,7 +178,7 @@ def plan(index: dict, ca, kind: str, target, *, reason: str, key_type: str | Non
             if kt not in lineages or e.get("version", 0) > lineages[kt].get("version", 0):
                 lineages[kt] = e
         if key_type:
-            from .keys import check_key_type
+            from ..core.keys import check_key_type
 
             kt = check_key_type(key_type)
             if kt not in lineages:
@@ -257,7 +257,7 @@ def revoke(store, target: str | None, *, reason: str | None = None, key_type: st
            all_key_types: bool = False, dry_run: bool = False, now: _dt.datetime | None = None) -> dict:
     """Revoke and refresh the CRL.  Returns {"revoked": [...], "crl": {...} | None, "notes": [...]}."""
     from . import crl as crlmod
-    from .ca import load_ca
+    from ..issuance.ca import load_ca
 
     reason_name = parse_reason(reason)
     explicit = reason is not None

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import StoreError, UsageError
+from ..errors import StoreError, UsageError
 
 #: uuid5 namespace for the payload UUIDs of the .mobileconfig (fixed forever: changing it
 #: would make re-downloaded profiles install next to the old ones instead of replacing them).
@@ -169,7 +169,7 @@ def root_facts(root) -> RootFacts:
     from cryptography.hazmat.primitives import serialization
     from cryptography.x509.oid import NameOID
 
-    from .certinfo import iso
+    from ..core.certinfo import iso
 
     der = _der(root)
 
@@ -490,7 +490,7 @@ def check_out_dir(out: Path, store_path: Path) -> Path:
 def write_bundle(bundle: Bundle, out: Path) -> dict:
     """Create ``out`` (0755) and write every file atomically, index.html last (so the page
     never links to a file that is not there yet)."""
-    from .store import atomic_write
+    from ..storage.store import atomic_write
 
     try:
         os.makedirs(out, mode=0o755, exist_ok=True)

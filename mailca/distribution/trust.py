@@ -10,7 +10,7 @@
   ``MAILCA_NSS_DBS`` (``os.pathsep``-separated directories) replaces the discovery, and
   discovery follows ``$HOME``, so tests use throwaway databases.
 
-The root's nickname / anchor file name is :func:`mailca.bundles.root_nickname`, derived
+The root's nickname / anchor file name is :func:`mailca.distribution.bundles.root_nickname`, derived
 from the root itself: install is idempotent and uninstall removes exactly what install
 added (NSS entries are only deleted if nickname AND certificate match).
 """
@@ -25,7 +25,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import StoreError, UsageError
+from ..errors import StoreError, UsageError
 
 NSS_TRUST = "C,,"
 TIMEOUT = 120
@@ -157,7 +157,7 @@ def _need_writable(store: SystemStore, verb: str) -> None:
 
 
 def system_install(store: SystemStore, root: Root) -> dict:
-    from .store import atomic_write
+    from ..storage.store import atomic_write
 
     before = system_status(store, root)
     changed = False
@@ -181,7 +181,7 @@ def system_install(store: SystemStore, root: Root) -> dict:
 
 
 def system_uninstall(store: SystemStore, root: Root) -> dict:
-    from .store import fsync_dir
+    from ..storage.store import fsync_dir
 
     anchor = store.anchor(root)
     changed = False

@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from .errors import VerificationError
+from ..errors import VerificationError
 
 
 def _ext(cert, cls):

@@ -25,9 +25,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import keys
-from .errors import MailcaError, StoreError
-from .store import INTENT, TMP_PREFIX, Store
+from ..core import keys
+from ..errors import MailcaError, StoreError
+from ..storage.store import INTENT, TMP_PREFIX, Store
 
 PRIVATE_FILES = ("key.pem", "keyfullchain.pem", "keyfullchain-root.pem")
 REQUIRED_FIELDS = ("serial", "name", "key_type", "not_before", "not_after", "path", "version")
@@ -79,7 +79,7 @@ class Doctor:
         for fname in ("root.key", "intermediate.key"):
             self.check_mode(s.ca_file(fname), private=True)
         try:
-            from .ca import load_ca
+            from ..issuance.ca import load_ca
 
             ca = load_ca(s)
             ca.intermediate_key  # noqa: B018 - checks key/cert match

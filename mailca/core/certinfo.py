@@ -26,7 +26,7 @@ def utcnow() -> _dt.datetime:
         try:
             return parse_iso(fixed)
         except ValueError:
-            from .errors import UsageError
+            from ..errors import UsageError
 
             raise UsageError(f"MAILCA_NOW={fixed!r} is not a UTC time like 2027-01-01T00:00:00Z") from None
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)

@@ -20,8 +20,8 @@ import sys
 import time
 
 from . import ca as camod
-from . import certinfo, keys
-from .errors import MailcaError, StoreError, UsageError
+from ..core import certinfo, keys
+from ..errors import MailcaError, StoreError, UsageError
 
 FLUSH_EVERY = 100
 WORKERS = 4  # writer threads (measured: more threads only add GIL and journal contention)

@@ -16,7 +16,7 @@ import os
 from typing import NamedTuple
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 PACKAGE_PROFILES = "mailca.profiles_data"
 

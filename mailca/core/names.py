@@ -20,7 +20,7 @@ import ipaddress
 import re
 import unicodedata
 
-from .errors import UsageError
+from ..errors import UsageError
 
 _LDH = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 MAX_NAME = 253

@@ -11,7 +11,7 @@ and ``renew --dry-run`` over 10,000 certificates stay fast):
 * ``valid``      - otherwise.
 
 Renewal keeps the key (the live ``key.pem`` bytes are reused unchanged, so DANE 3 1 1 records
-stay valid) unless ``new_key``.  Each renewal is one :func:`mailca.ca.commit_version`: a new
+stay valid) unless ``new_key``.  Each renewal is one :func:`mailca.issuance.ca.commit_version`: a new
 archive version, the index, then the ``live`` link - crash-safe like ``issue``.
 """
 
@@ -25,8 +25,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-from . import certinfo
-from .errors import HookError, MailcaError, StoreError, UsageError, VerificationError
+from ..core import certinfo
+from ..errors import HookError, MailcaError, StoreError, UsageError, VerificationError
 
 HOOK_TIMEOUT = 600
 
@@ -123,7 +123,7 @@ def status_rows(entries: list[dict], now: _dt.datetime, policy: Policy, *, names
 
 def resolve_names(entries: list[dict], wanted: list[str]) -> list[str]:
     """Map user-given names (U- or A-labels, any case) to lineage names; UsageError if unknown."""
-    from .names import normalize_dns_name
+    from ..core.names import normalize_dns_name
 
     known = {e.get("name") for e in entries}
     out = []
@@ -242,7 +242,7 @@ class RenewResult:
 
 def load_policy(store, days_before: int | None) -> tuple[Policy, dict]:
     """The renewal policy from the CA's profile (ca.json), read without loading any certificate."""
-    from .profiles import build_profile
+    from ..core.profiles import build_profile
 
     try:
         meta = json.loads(store.ca_file("ca.json").read_text())
@@ -314,7 +314,7 @@ def select_due(entries: list[dict], now: _dt.datetime, policy: Policy, *, names:
 
 def _read_key(store, entry: dict):
     """The lineage's private key bytes and object from its current version (what live/ points at)."""
-    from . import keys
+    from ..core import keys
 
     vdir = store.version_path(entry)
     live_key = store.live_dir(entry["name"], entry["key_type"]) / "key.pem"
@@ -361,7 +361,7 @@ def renew(store, *, names: list[str] | None = None, days_before: int | None = No
             res.renewed.append(item)
         return res
 
-    from . import ca as camod
+    from ..issuance import ca as camod
 
     store.check_writable()
     with store.lock():
@@ -389,8 +389,8 @@ def renew(store, *, names: list[str] | None = None, days_before: int | None = No
 
 
 def _renew_each(store, ca, prof, due, res, idx, *, now, new_key, int_after, on_renewed) -> None:
-    from . import ca as camod
-    from . import keys
+    from ..issuance import ca as camod
+    from ..core import keys
 
     since_flush = 0
     for e in due:
@@ -458,7 +458,7 @@ def _explicit_revoked(skipped: list[dict], wanted: list[str] | None, entries: li
 def _subject_fields(cert):
     from cryptography.x509.oid import NameOID
 
-    from .builders import SubjectFields
+    from ..core.builders import SubjectFields
 
     def get(oid):
         v = cert.subject.get_attributes_for_oid(oid)
@@ -472,7 +472,7 @@ def _subject_fields(cert):
 def _constraints_of(cert):
     from cryptography import x509
 
-    from .builders import Constraints
+    from ..core.builders import Constraints
 
     nc = cert.extensions.get_extension_for_class(x509.NameConstraints).value
     doms = tuple(g.value for g in (nc.permitted_subtrees or []) if isinstance(g, x509.DNSName))
@@ -494,8 +494,8 @@ def renew_intermediate(store, passphrase: bytes | None, *, days: int | None = No
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from . import builders, keys, verify
-    from . import ca as camod
+    from ..core import builders, keys, verify
+    from ..issuance import ca as camod
 
     now = now or certinfo.utcnow()
     ca = camod.load_ca(store)
@@ -556,7 +556,7 @@ def renew_intermediate(store, passphrase: bytes | None, *, days: int | None = No
     if dry_run:
         return info
     with store.lock():
-        from .store import ensure_dir
+        from ..storage.store import ensure_dir
 
         cur = store.ca_file("intermediate.crt").read_bytes()
         if cur != old.public_bytes(pem):

@@ -33,7 +33,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import StoreError
+from ..errors import StoreError
 
 INDEX_VERSION = 1
 TMP_PREFIX = ".tmp-"
@@ -164,7 +164,7 @@ class Store:
         return self.ca_dir / name
 
     def lineage_dir(self, name: str, key_type: str) -> Path:
-        from .names import safe_store_name
+        from ..core.names import safe_store_name
 
         return self.certs_dir / safe_store_name(name) / key_type
 
@@ -488,7 +488,7 @@ class Store:
     def _entry_from_version_dir(self, vdir: Path) -> dict | None:
         """Rebuild an index entry from a complete archive directory (cert.pem, and key.pem
         unless the key lives elsewhere because the certificate was signed from a CSR)."""
-        from . import certinfo
+        from ..core import certinfo
 
         cert_p, key_p = vdir / "cert.pem", vdir / "key.pem"
         if not cert_p.exists():

@@ -45,8 +45,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import certinfo
-from .errors import StoreError, UsageError
+from ..core import certinfo
+from ..errors import StoreError, UsageError
 
 CRL_DIR = "crl"
 STATE_FILE = "state.json"
@@ -161,7 +161,7 @@ def build_crl_der(issuer_cert, issuer_key, revoked, *, this_update: _dt.datetime
     """A signed v2 CRL (DER).  ``revoked``: iterable of (serial, DER Time, reason code)."""
     from cryptography import x509
 
-    from .builders import _aki, signature_hash
+    from ..core.builders import _aki, signature_hash
 
     h = signature_hash(issuer_key)
     template = (
@@ -486,7 +486,7 @@ def encode_journal(journal: dict[int, dict]) -> bytes:
 
 
 def write_journal(store, journal: dict[int, dict]) -> None:
-    from .store import ensure_dir
+    from ..storage.store import ensure_dir
 
     ensure_dir(crl_dir(store), durable=True)
     store.write_file(journal_path(store), encode_journal(journal), private=True)
@@ -514,7 +514,7 @@ def entries_from_journal_records(journal: dict[int, dict]) -> list[tuple[int, by
 
 def clean_temp_files(store) -> None:
     """Remove temp files an interrupted CRL write left in crl/ (we hold the lock)."""
-    from .store import TMP_PREFIX
+    from ..storage.store import TMP_PREFIX
 
     d = crl_dir(store)
     if d.is_dir():
@@ -563,8 +563,8 @@ def write_crl_locked(store, ca, *, now: _dt.datetime | None = None, entries=None
 
     ``entries``: (serial, DER Time, reason code) for every revoked certificate; by default
     read from the revocation journal (created from index.json if the store has none)."""
-    from .builders import signature_hash
-    from .store import ensure_dir
+    from ..core.builders import signature_hash
+    from ..storage.store import ensure_dir
 
     store._require_lock()
     now = now or certinfo.utcnow()
@@ -607,7 +607,7 @@ def write_crl_locked(store, ca, *, now: _dt.datetime | None = None, entries=None
     fmt = None
     if out is not None:
         fmt = out_format_for(out, out_format)
-        from .store import atomic_write
+        from ..storage.store import atomic_write
 
         try:
             atomic_write(out, der if fmt == "der" else pem, 0o644)
@@ -637,7 +637,7 @@ def _check_signature(der: bytes, public_key, hash_alg) -> None:
 def generate(store, *, out: str | None = None, out_format: str | None = None,
              now: _dt.datetime | None = None) -> CRLResult:
     """``mailca crl``: validate the arguments, then write a fresh CRL under the lock."""
-    from .ca import load_ca
+    from ..issuance.ca import load_ca
 
     out_path = check_out_path(out) if out is not None else None
     if out_path is not None:

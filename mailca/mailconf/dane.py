@@ -22,8 +22,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import certinfo
-from .errors import StoreError, UsageError
+from ..core import certinfo
+from ..errors import StoreError, UsageError
 
 NEXT_KEY = "next-key.pem"
 NEXT_META = "next.json"
@@ -35,7 +35,7 @@ def find_lineages(store, host: str) -> list[dict]:
 
     ``host`` is a lineage name (the first name given to ``mailca issue``) or any DNS name in
     a current certificate.  Revoked lineages are skipped.  Raises if there is none."""
-    from .names import normalize_dns_name
+    from ..core.names import normalize_dns_name
 
     name = normalize_dns_name(host, allow_wildcard=True, what="host")
     store.require_ca()
@@ -90,7 +90,7 @@ def pem_cert_der(path: Path) -> bytes:
 def spki_sha256_of_der(der: bytes) -> str:
     from cryptography import x509
 
-    from .keys import spki_der
+    from ..core.keys import spki_der
 
     return hashlib.sha256(spki_der(x509.load_der_x509_certificate(der).public_key())).hexdigest()
 
@@ -187,7 +187,7 @@ def drop_staged(store, entry: dict) -> None:
     import contextlib
     import os
 
-    from .store import fsync_dir
+    from ..storage.store import fsync_dir
 
     d = lineage_dir(store, entry)
     for f in (NEXT_META, NEXT_KEY):

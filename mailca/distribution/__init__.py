@@ -1,0 +1,1 @@
+"""Getting the root to users: bundle (files + HTML page) and trust install."""

@@ -1,0 +1,1 @@
+"""Creating the CA and issuing certificates: init, issue, sign (CSR), batch."""

@@ -1,0 +1,2 @@
+"""Everything after issuance: renew, rekey, intermediate renewal, revoke, CRL, doctor,
+schedule."""
