@@ -50,23 +50,54 @@ def interleaved(cmds: dict[str, list[str]], runs: int, env: dict | None = None, 
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+# When a row fails.  Every ratio is a median of interleaved runs (A B A B ...), so a machine
+# that is slow as a whole slows both sides alike; what moves a ratio is load that lands on one
+# side's samples more than on the other's (another job starting on a 2-core machine).  Measured
+# here (bench/README.md): the same benchmark run beside two busy-looping processes moved the
+# ratios by up to 25 % against a quiet run.  A real regression - an extra heavy import on the
+# issue path, a quadratic loop, a lost fast path - moves them by 2x and more.  So a row fails
+# only when its ratio is worse than target x REGRESSION_MARGIN (1.5): twice the noise we saw,
+# well below what a real regression does.  Between target and that margin the row says
+# "OVER TARGET" and the run still passes; MAILCA_BENCH_STRICT=1 makes any miss fail (for a
+# quiet machine).  Rows without a target are reported, never judged.
+REGRESSION_MARGIN = 1.5
+
+
+def verdict(r: dict, strict: bool = False) -> str:
+    """'OK', 'REPORT' (no target), 'OVER TARGET' (within the noise margin) or 'REGRESSION'."""
+    target = r.get("target")
+    if target is None:
+        return "REPORT"
+    if r["ratio"] <= target:
+        return "OK"
+    if r.get("infeasible"):
+        return "INFEASIBLE"
+    if strict or r["ratio"] > target * REGRESSION_MARGIN:
+        return "REGRESSION"
+    return "OVER TARGET"
+
+
 def report(topic: str, rows: list[dict]) -> int:
-    """Print a table of ratios and write bench/results/<topic>.json; exit code 1 on a miss."""
+    """Print a table of ratios and write bench/results/<topic>.json; exit code 1 only on a
+    regression (see REGRESSION_MARGIN)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
+    strict = os.environ.get("MAILCA_BENCH_STRICT") == "1"
     failed = 0
     print(f"\n== {topic}")
-    print(f"{'measure':52} {'mailca':>10} {'anchor':>10} {'ratio':>7} {'target':>8}  verdict")
+    print(f"{'measure':58} {'mailca':>10} {'anchor':>10} {'ratio':>7} {'target':>8}  verdict")
     for r in rows:
-        ok = r["ratio"] <= r["target"]
-        r["ok"] = ok
-        verdict = "OK" if ok else "MISSED"
-        if not ok and r.get("infeasible"):
-            verdict = "INFEASIBLE: " + r["infeasible"]
-        else:
-            failed += not ok
-        print(f"{r['name']:52} {r['value_s']*1000:9.1f}ms {r['anchor_s']*1000:9.1f}ms {r['ratio']:7.3f} {'<= ' + str(r['target']):>8}  {verdict}   (anchor: {r['anchor']})")
+        v = verdict(r, strict)
+        r["verdict"] = v
+        r["ok"] = v in ("OK", "REPORT")
+        r["regression"] = v == "REGRESSION"
+        failed += r["regression"]
+        note = f": {r['infeasible']}" if v == "INFEASIBLE" else ""
+        tgt = "<= " + str(r["target"]) if r.get("target") is not None else "-"
+        print(f"{r['name']:58} {r['value_s']*1000:9.1f}ms {r['anchor_s']*1000:9.1f}ms {r['ratio']:7.3f} {tgt:>8}  "
+              f"{v}{note}   (anchor: {r['anchor']})")
     with open(RESULTS / f"{topic}.json", "w") as fh:
-        json.dump({"topic": topic, "rows": rows, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, fh, indent=1)
+        json.dump({"topic": topic, "rows": rows, "margin": REGRESSION_MARGIN,
+                   "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, fh, indent=1)
     return 1 if failed else 0
 
 

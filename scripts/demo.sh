@@ -4,15 +4,18 @@
 # Needs only Python 3 (creates .venv with the Python dependencies on first use).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${MAILCA_VENV:-.venv}"
-if [[ ! -x "$VENV/bin/mailca" ]]; then
-  if ! python3 -m venv "$VENV" 2>/dev/null; then
+# The same install a user makes: a virtualenv and a plain `pip install .` (what the tests run too).
+VENV="${MAILCA_APP_VENV:-.venv-app}"
+PY=/usr/bin/python3
+[[ -x "$PY" ]] || PY=python3
+if [[ ! -x "$VENV/bin/python" ]]; then
+  if ! "$PY" -m venv "$VENV" 2>/dev/null; then
     echo "demo: python3 -m venv failed; installing python3-venv" >&2
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
-    rm -rf "$VENV"; python3 -m venv "$VENV"
+    rm -rf "$VENV"; "$PY" -m venv "$VENV"
   fi
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e .
 fi
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check . 2>&1 | grep -v '^WARNING: Location' || true
 M="$VENV/bin/mailca"
 DEMO=$(mktemp -d /tmp/mailca-demo.XXXXXX)
 export MAILCA_DIR="$DEMO/store"

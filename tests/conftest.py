@@ -3,6 +3,7 @@ no in-process shortcuts) and check results with real external tools."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import os
 import shutil
@@ -17,11 +18,41 @@ ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "correct horse battery staple"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
+# The test clock.  Every time a test uses is relative to T0: the (possibly faked) system clock
+# read once when the session starts, to the second.  Every `mailca` a test runs gets
+# MAILCA_NOW=T0 unless the test says otherwise, so a CA is created at the same injected time as
+# the operations on it, and no test depends on the calendar: the suite passes the same way
+# under `faketime +400d` (scripts/test.sh runs the date-sensitive files so).  Real tools that
+# read the system clock (openssl verify, Postfix) see a time a few minutes after T0, inside
+# every certificate's validity.
+T0 = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+
+
+def iso(t: _dt.datetime) -> str:
+    return t.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def at(*, days: float = 0, hours: float = 0, minutes: float = 0, seconds: float = 0) -> str:
+    """T0 plus an offset, as MAILCA_NOW wants it."""
+    return iso(T0 + _dt.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds))
+
+
+# The `mailca` the CLI tests run: the console script of a plain `pip install .` into a virtualenv
+# of its own (scripts/test.sh makes it and exports MAILCA_BIN), so that the tests see exactly
+# what a user's install does, with no test-only package importable.  Without MAILCA_BIN (a
+# developer's ad-hoc run) it is this interpreter's `-m mailca`.
+MAILCA_BIN = os.environ.get("MAILCA_BIN")
+
+
+def mailca_argv() -> list[str]:
+    return [MAILCA_BIN] if MAILCA_BIN else [sys.executable, "-m", "mailca"]
+
 
 def base_env(**extra) -> dict:
     env = dict(os.environ)
     env.pop("MAILCA_DIR", None)
     env["MAILCA_PASSPHRASE"] = PASSPHRASE
+    env["MAILCA_NOW"] = iso(T0)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update({k: v for k, v in extra.items() if v is not None})
     for k, v in extra.items():
@@ -33,7 +64,7 @@ def base_env(**extra) -> dict:
 def run(args, *, env: dict | None = None, input: str | bytes | None = None, cwd=None, timeout=120):
     """Run `mailca ARGS` as a subprocess; returns CompletedProcess with text stdout/stderr."""
     return subprocess.run(
-        [sys.executable, "-m", "mailca", *map(str, args)],
+        [*mailca_argv(), *map(str, args)],
         env=env if env is not None else base_env(),
         input=input,
         capture_output=True,
@@ -110,12 +141,13 @@ class CAHandle:
         return json.loads(r.stdout)["certificates"]
 
 
-def make_ca(path: Path, *domains: str, extra=()) -> CAHandle:
+def make_ca(path: Path, *domains: str, extra=(), now: str | None = None) -> CAHandle:
+    """A CA created at ``now`` (MAILCA_NOW form; default T0), the clock of the operations on it."""
     domains = domains or ("example.org",)
     args = ["--dir", path, "init", "--org", "Test Mail"]
     for d in domains:
         args += ["--domain", d]
-    r = run([*args, *extra])
+    r = run([*args, *extra], env=base_env(MAILCA_NOW=now or iso(T0)))
     assert r.returncode == 0, r.stderr
     return CAHandle(path, tuple(domains))
 

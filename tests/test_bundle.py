@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import base_env, make_ca, require, run, snapshot, tool
+from conftest import base_env, make_ca, require, run, snapshot, tool, mailca_argv
 
 
 def bundle(ca, out: Path) -> dict:
@@ -240,7 +240,7 @@ def test_unwritable_directory(shared_ca):
         os.chmod(out, 0o555)
         before = snapshot(out)
         env = base_env(HOME=str(base))
-        r = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "mailca",
+        r = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *mailca_argv(),
                             "--dir", str(store), "bundle", "--out", str(out)],
                            capture_output=True, text=True, env=env, cwd=base, timeout=60)
         msg = _one_line_error(r, 3)

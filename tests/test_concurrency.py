@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from conftest import base_env, make_ca
+from conftest import base_env, make_ca, mailca_argv
 
 WORKERS, PER_WORKER = 8, 50
 
@@ -30,7 +30,7 @@ def check_exact(store, expected_names: set[str]):
     for e in idx:
         cert = x509.load_pem_x509_certificate((store / e["path"] / "cert.pem").read_bytes())
         assert format(cert.serial_number, "x") == e["serial"]
-    r = subprocess.run([sys.executable, "-m", "mailca", "--dir", str(store), "doctor"], env=base_env(),
+    r = subprocess.run([*mailca_argv(), "--dir", str(store), "doctor"], env=base_env(),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "is consistent." in r.stdout, r.stdout + r.stderr
 
@@ -44,7 +44,7 @@ def test_8_processes_x_50_batch(tmp_path):
         names |= set(lines)
         f = tmp_path / f"batch{w}.txt"
         f.write_text("\n".join(lines) + "\n")
-        procs.append(subprocess.Popen([sys.executable, "-m", "mailca", "--dir", str(store), "issue", "--batch", str(f),
+        procs.append(subprocess.Popen([*mailca_argv(), "--dir", str(store), "issue", "--batch", str(f),
                                        "--json"], env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     for p in procs:
         out, err = p.communicate(timeout=300)
@@ -62,7 +62,7 @@ def test_8_processes_x_50_single_issues(tmp_path):
 
     def worker(w):
         for i in range(PER_WORKER):
-            r = subprocess.run([sys.executable, "-m", "mailca", "--dir", str(store), "issue", f"p{w}-{i}.example.org"],
+            r = subprocess.run([*mailca_argv(), "--dir", str(store), "issue", f"p{w}-{i}.example.org"],
                                env=base_env(), capture_output=True, text=True, timeout=120)
             if r.returncode != 0:
                 failures.append(r.stderr)

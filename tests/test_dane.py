@@ -11,10 +11,18 @@ import stat
 
 import pytest
 
-from conftest import base_env, make_ca, require, snapshot, tool
+import datetime as dt
+
+from conftest import T0 as CLOCK0, base_env, iso, make_ca, require, snapshot, tool
 
 HOST = "mail.example.org"
-T0 = "2027-03-01T12:00:00Z"
+BASE = CLOCK0 + dt.timedelta(days=10)  # ten days after the CA and its certificates were made
+T0 = iso(BASE)
+
+
+def t(**delta) -> str:
+    """BASE plus an offset (the rekey clock of these tests)."""
+    return iso(BASE + dt.timedelta(**delta))
 
 
 def at(ts: str) -> dict:
@@ -104,7 +112,7 @@ def test_rollover_rules(tmp_path):
     assert r.returncode == 3 and "already staged" in r.stderr
     # never printed: commit refused, nothing written
     before = snapshot(ca.dir)
-    r = ca.run("rekey", HOST, "--commit", env=at("2027-03-02T12:00:00Z"))
+    r = ca.run("rekey", HOST, "--commit", env=at(t(days=1)))
     assert r.returncode == 3 and "never been printed" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert snapshot(ca.dir) == before
     # dane prints current + next; the next digest comes from the key alone
@@ -113,15 +121,15 @@ def test_rollover_rules(tmp_path):
     meta = json.loads((lineage / "next.json").read_text())
     assert meta["first_published"] == T0 and meta["ttl"] == 3600
     # printing again later does not move first_published
-    records(ca, "--usage", "3", env=at("2027-03-01T12:30:00Z"))
+    records(ca, "--usage", "3", env=at(t(minutes=30)))
     assert json.loads((lineage / "next.json").read_text())["first_published"] == T0
     # 1 s before 2 x TTL: refused
     before = snapshot(ca.dir)
-    r = ca.run("rekey", HOST, "--commit", env=at("2027-03-01T13:59:59Z"))
-    assert r.returncode == 3 and "2027-03-01T14:00:00Z" in r.stderr, r.stderr
+    r = ca.run("rekey", HOST, "--commit", env=at(t(hours=1, minutes=59, seconds=59)))
+    assert r.returncode == 3 and t(hours=2) in r.stderr, r.stderr
     assert snapshot(ca.dir) == before
     # at 2 x TTL: allowed; the new certificate carries the staged key
-    r = ca.run("rekey", HOST, "--commit", "--json", env=at("2027-03-01T14:00:00Z"))
+    r = ca.run("rekey", HOST, "--commit", "--json", env=at(t(hours=2)))
     assert r.returncode == 0, r.stderr
     new = json.loads(r.stdout)["certificates"][0]
     assert new["spki_sha256"] == staged["spki_sha256"] != old
@@ -136,15 +144,15 @@ def test_force_abort_and_ttl_growth(tmp_path):
     lineage = ca.dir / "certs" / HOST / "ecdsa-p256"
     ca.ok("rekey", HOST, "--stage", env=at(T0))
     records(ca, "--ttl", "600", env=at(T0))
-    records(ca, "--ttl", "7200", env=at("2027-03-01T12:05:00Z"))  # a larger TTL printed later counts
-    r = ca.run("rekey", HOST, "--commit", env=at("2027-03-01T12:30:00Z"))
-    assert r.returncode == 3 and "7200" in r.stderr and "2027-03-01T16:00:00Z" in r.stderr, r.stderr
+    records(ca, "--ttl", "7200", env=at(t(minutes=5)))  # a larger TTL printed later counts
+    r = ca.run("rekey", HOST, "--commit", env=at(t(minutes=30)))
+    assert r.returncode == 3 and "7200" in r.stderr and t(hours=4) in r.stderr, r.stderr
     ca.ok("rekey", HOST, "--abort")
     assert not (lineage / "next-key.pem").exists()
     assert [r["role"] for r in records(ca, "--usage", "3")] == ["current"]
     # --force commits early, with a warning
     ca.ok("rekey", HOST, "--stage", env=at(T0))
-    r = ca.run("rekey", HOST, "--commit", "--force", env=at("2027-03-01T12:00:01Z"))
+    r = ca.run("rekey", HOST, "--commit", "--force", env=at(t(seconds=1)))
     assert r.returncode == 0 and "warning" in r.stderr and "--force" in r.stderr, r.stderr
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import base_env, make_ca, run, snapshot
+from conftest import at, base_env, make_ca, mailca_argv, run, snapshot
 
-NOW = "2027-10-01T00:00:00Z"  # every certificate of the template store is due then
+NOW = at(days=320)  # every certificate of the template store (issued at T0) is due then
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def template(tmp_path_factory):
     idx = json.loads((store / "index.json").read_text())
     for e in idx["certs"]:
         if e["name"] == "gone.example.org":
-            e.update(status="revoked", revoked_at="2026-11-01T00:00:00Z", revocation_reason="keyCompromise")
+            e.update(status="revoked", revoked_at=at(days=-1), revocation_reason="keyCompromise")
     (store / "index.json").write_text(json.dumps(idx, indent=1, sort_keys=True) + "\n")
     return store
 
@@ -180,13 +180,13 @@ def test_unwritable_store_as_other_user(template):
                 os.chmod(p, 0o755 if p.is_dir() else 0o644)
         before = snapshot(s)
         env = base_env(MAILCA_NOW=NOW, HOME=str(base))
-        r = subprocess.run([setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-m", "mailca",
+        r = subprocess.run([setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", *mailca_argv(),
                             "--dir", str(s), "renew"], env=env, capture_output=True, text=True, timeout=60)
         assert r.returncode == 3, r.stderr
         assert "not writable" in r.stderr and str(s) in r.stderr and "Traceback" not in r.stderr
         assert snapshot(s) == before
         # reading still works for that user
-        r = subprocess.run([setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-m", "mailca",
+        r = subprocess.run([setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", *mailca_argv(),
                             "--dir", str(s), "renew", "--dry-run"], env=env, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0 and "would renew mail.example.org" in r.stdout, r.stderr
     finally:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PASSPHRASE, base_env, make_ca, require, tool
+from conftest import PASSPHRASE, base_env, make_ca, require, tool, mailca_argv
 
 KEY_FILES = {"key.pem", "keyfullchain.pem", "keyfullchain-root.pem", "root.key", "intermediate.key"}
 
 
 def run_with_umask(args, umask: int):
-    return subprocess.run([sys.executable, "-m", "mailca", *map(str, args)], env=base_env(), capture_output=True,
+    return subprocess.run([*mailca_argv(), *map(str, args)], env=base_env(), capture_output=True,
                           text=True, timeout=120, preexec_fn=lambda: os.umask(umask))
 
 

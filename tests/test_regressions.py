@@ -8,7 +8,7 @@ import os
 import stat
 import sys
 
-from conftest import base_env, make_ca, run, snapshot
+from conftest import base_env, make_ca, run, snapshot, mailca_argv
 
 
 def test_explicit_dir_beats_MAILCA_DIR(tmp_path):
@@ -105,7 +105,7 @@ def test_unreadable_store_is_one_line_not_a_traceback(tmp_path):
     c = make_ca(tmp_path / "s", "example.org")
     os.chmod(tmp_path, 0o755)
     os.chmod(c.dir, 0o700)  # the store is root's: nobody cannot even look inside
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "mailca",
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *mailca_argv(),
                         "--dir", str(c.dir), "issue", "zz.example.org"], capture_output=True, text=True,
                        env=base_env(), timeout=60)
     assert r.returncode in (2, 3) and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import base_env, require, run, snapshot, tool
+from conftest import T0, base_env, mailca_argv, require, run, snapshot, tool
 
 
 def iso(t: dt.datetime) -> str:
@@ -136,7 +136,7 @@ def test_revoked_is_not_renewed(ca):
         idx = json.loads((ca.dir / "index.json").read_text())
         for e in idx["certs"]:
             if e["serial"] == c["serial"]:
-                e.update(status="revoked", revoked_at="2026-01-01T00:00:00Z", revocation_reason="keyCompromise")
+                e.update(status="revoked", revoked_at=iso(T0 - dt.timedelta(days=1)), revocation_reason="keyCompromise")
         (ca.dir / "index.json").write_text(json.dumps(idx))
     later = parse(c["not_after"]) + dt.timedelta(days=1)
     states = {r["name"]: r["state"] for r in status(ca, env=at(later))}
@@ -209,12 +209,11 @@ def test_faketime_renewal(ca):
     env = base_env(MAILCA_NOW=None)
     when = (due_moment(c) + dt.timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S")
     early = (due_moment(c) - dt.timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S")
-    cmd = ["-m", "mailca", "--dir", str(ca.dir), "renew"]
-    import sys
+    cmd = [*mailca_argv(), "--dir", str(ca.dir), "renew"]
 
-    p = subprocess.run([faketime, "-f", f"@{early}", sys.executable, *cmd], env=env, capture_output=True, text=True, timeout=60)
+    p = subprocess.run([faketime, "-f", f"@{early}", *cmd], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and p.stdout == "", p.stderr
-    p = subprocess.run([faketime, "-f", f"@{when}", sys.executable, *cmd], env=env, capture_output=True, text=True, timeout=60)
+    p = subprocess.run([faketime, "-f", f"@{when}", *cmd], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert "renewed mail.example.org" in p.stdout
     new = status(ca, env=at(parse(when.replace(" ", "T") + "Z")))[0]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_ca, require, tool
+from conftest import make_ca, require, tool, mailca_argv
 
 REASONS_SEEN = {"keyCompromise", "superseded", "cessationOfOperation", "affiliationChanged", "privilegeWithdrawn"}
 
@@ -220,8 +220,10 @@ def test_dry_run_changes_nothing(ca):
 
 def test_crl_number_grows_times_and_out_formats(ca, tmp_path):
     require("openssl")
-    env_now = "2027-03-01T12:00:00Z"
-    from conftest import base_env
+    from conftest import T0, base_env, iso
+
+    when = T0 + dt.timedelta(days=30, hours=3)
+    env_now = iso(when)
 
     from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -245,8 +247,8 @@ def test_crl_number_grows_times_and_out_formats(ca, tmp_path):
     from cryptography import x509
 
     assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == numbers[-1]
-    assert crl.last_update_utc == dt.datetime(2027, 3, 1, 12, tzinfo=dt.timezone.utc)
-    assert crl.next_update_utc == dt.datetime(2027, 3, 8, 12, tzinfo=dt.timezone.utc)  # default next_update_days = 7
+    assert crl.last_update_utc == when
+    assert crl.next_update_utc == when + dt.timedelta(days=7)  # default next_update_days = 7
     aki = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
     inter = x509.load_pem_x509_certificate(ca.intermediate.read_bytes())
     assert aki == inter.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
@@ -427,7 +429,7 @@ def test_concurrent_crl_runs_get_distinct_growing_numbers(ca):
 
     ca.issue("a.example.org")
     ca.ok("revoke", "a.example.org")  # CRL #1
-    procs = [subprocess.Popen([sys.executable, "-m", "mailca", "--dir", str(ca.dir), "crl", "--json"],
+    procs = [subprocess.Popen([*mailca_argv(), "--dir", str(ca.dir), "crl", "--json"],
                               env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(6)]
     numbers = []

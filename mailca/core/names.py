@@ -6,8 +6,9 @@ names the bad value and what would be valid:
 
 * 1..253 octets in total, labels 1..63 octets, LDH only (letters, digits, hyphen), no
   leading or trailing hyphen, no underscore, at least two labels (a mail host is an FQDN);
-* IDN input accepted as U-label or A-label; U-labels are converted with IDNA 2008
-  (``idna`` when it is installed, else Python's IDNA 2003 codec) and mixed-script labels
+* IDN input accepted as U-label or A-label; U-labels are converted with IDNA 2008 (the
+  ``idna`` package, a declared dependency: Python's own codec is IDNA 2003, which maps
+  ``straße`` to ``strasse`` - another name) and mixed-script labels
   (e.g. Latin + Cyrillic look-alikes) are refused;
 * a wildcard only as the whole left-most label (``*.example.org``) and only when allowed;
 * an IP address is not a DNS name (use ``--ip``);
@@ -54,15 +55,10 @@ def _to_alabel(label: str, original: str) -> str:
     if label.isascii():
         return label.lower()
     _check_mixed_script(label, original)
-    try:
-        import idna  # IDNA 2008, present wherever cryptography's deps are
+    import idna  # IDNA 2008; never the stdlib "idna" codec (IDNA 2003: straße -> strasse)
 
+    try:
         return idna.encode(label, uts46=True).decode("ascii")
-    except ImportError:  # pragma: no cover - fallback
-        try:
-            return label.encode("idna").decode("ascii")
-        except UnicodeError as exc:
-            raise UsageError(f"name {original!r} is not a valid internationalized name: {exc}") from None
     except Exception as exc:  # idna.IDNAError and friends
         raise UsageError(f"name {original!r} is not a valid internationalized name: {exc}") from None
 
@@ -71,15 +67,10 @@ def _check_alabel(label: str, original: str) -> None:
     """An ASCII label starting with xn-- must decode to a valid, single-script U-label."""
     if not label.startswith("xn--"):
         return
-    try:
-        import idna
+    import idna
 
+    try:
         ulabel = idna.decode(label)
-    except ImportError:  # pragma: no cover
-        try:
-            ulabel = label.encode("ascii").decode("idna")
-        except UnicodeError as exc:
-            raise UsageError(f"name {original!r}: label {label!r} is not a valid A-label ({exc})") from None
     except Exception as exc:
         raise UsageError(f"name {original!r}: label {label!r} is not a valid A-label ({exc})") from None
     _check_mixed_script(ulabel, original)

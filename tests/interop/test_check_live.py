@@ -134,7 +134,10 @@ def test_weak_postfix_every_listed_problem(weak, weak_report):
     # Implicit TLS works too (mandatory cipher grade applies there).
     tls465 = _by_port(rep)[weak.ports["submissions"]]
     assert "cert.hostname" in tls465 and "protocol.tls1_0" in tls465
-    assert took < 5, f"check took {took:.1f} s"
+    # A hang detector, not a speed test (bench/bench_check.py measures speed as ratios against
+    # testssl.sh and sslyze in the same run): several stalled probes would each cost the 10 s
+    # --timeout; 20 s leaves a busy machine's start-up and scheduling delays ample room.
+    assert took < 20, f"check took {took:.1f} s"
 
 
 def test_weak_postfix_text_output_names_the_fixes(weak):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import base_env, require, snapshot, tool
+from conftest import base_env, mailca_argv, require, snapshot, tool
 
 pytestmark = pytest.mark.interop
 
@@ -277,7 +277,7 @@ def test_bad_input_changes_nothing(ca, tmp_path):
         os.chmod(base, 0o755)
         shutil.copy(ca.root, base / "root.crt")
         os.chmod(base / "root.crt", 0o644)
-        r = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "mailca",
+        r = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *mailca_argv(),
                             "trust", "install", "--cert", str(base / "root.crt")],
                            capture_output=True, text=True, env=base_env(HOME=str(base)), cwd=base, timeout=60)
         msg = _one_line_error(r, 3)
