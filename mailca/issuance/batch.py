@@ -138,20 +138,22 @@ def _pipeline(store, ca, prof, kts, ndays, valid, out, *, durable, flush_every, 
     written under one mutex every ``flush_every`` certificates and at the end."""
     import threading
 
+    from ..storage.index import Index
+
     parts = _partition(valid, workers or WORKERS)
-    idx = store.load_index()
+    idx = Index.load(store)
     mutex = threading.Lock()
     state = {"pending": []}
     failure: list[BaseException] = []
 
     def flush_locked():
         if state["pending"]:
-            idx["certs"].extend(state["pending"])
+            idx.extend(state["pending"])
             state["pending"] = []
-            store.save_index(idx, durable=durable)
+            idx.save(durable=durable)
 
     def work(items):
-        local = {"certs": []}
+        local = Index(store)  # this worker's entries; the shared index gets them at the next flush
         try:
             for no, dns, ips in items:
                 if failure:

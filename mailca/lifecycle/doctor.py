@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..core import keys
 from ..errors import MailcaError, StoreError
+from ..storage.index import Index, live_targets
 from ..storage.store import INTENT, TMP_PREFIX, Store
 
 PRIVATE_FILES = ("key.pem", "keyfullchain.pem", "keyfullchain-root.pem")
@@ -184,6 +185,7 @@ class Doctor:
             return
         self.check_mode(s.certs_dir, directory=True)
         indexed = {e["path"] for e in entries} if entries is not None else None
+        targets = live_targets(entries) if entries is not None else {}
         for lineage in sorted(s.certs_dir.glob("*/*")):
             if not lineage.is_dir() or lineage.name.startswith(TMP_PREFIX):
                 continue
@@ -200,14 +202,14 @@ class Doctor:
                     continue
                 rel = s.relpath(vdir)
                 if rel not in indexed:
-                    if s._entry_from_version_dir(vdir) is not None:
+                    if s.entry_from_version_dir(vdir) is not None:
                         self.add("pending", vdir, "complete version not in the index yet (interrupted issue/renew)",
                                  "none needed: the next mailca command (or 'mailca doctor --fix') adds it")
                     else:
                         self.add("warning", vdir, "incomplete archive version, not in the index and unused",
                                  f"remove it: rm -r {vdir}")
             link = lineage / "live"
-            want = s._live_target({"certs": entries}, lineage) if entries is not None else None
+            want = targets.get(s.relpath(lineage))
             if not os.path.lexists(link):
                 if want:
                     self.add("pending", link, "missing (interrupted first issue)",
@@ -270,11 +272,10 @@ def rebuild_index(store: Store) -> list[str]:
         actions.append(f"moved the corrupt index to {keep}")
     entries = []
     for vdir in sorted(store.certs_dir.glob("*/*/archive/[0-9]*")) if store.certs_dir.exists() else []:
-        e = store._entry_from_version_dir(vdir)
+        e = store.entry_from_version_dir(vdir)
         if e is not None:
             entries.append(e)
-    store._index_cache = None
-    store.save_index({"certs": entries})
+    Index.rebuild(store, entries)
     actions.append(f"rebuilt index.json from {len(entries)} archive versions")
     # The archive knows nothing of revocations; the revocation journal (crl/revocations.tsv)
     # does, so the rebuilt index gets its marks back.

@@ -27,20 +27,13 @@ from dataclasses import dataclass, field
 
 from ..core import certinfo
 from ..errors import HookError, MailcaError, StoreError, UsageError, VerificationError
+from ..storage.index import Index, current_by_lineage as lineages
 
 HOOK_TIMEOUT = 600
 
 
 # ----------------------------------------------------------------- states
-def lineages(entries: list[dict]) -> dict[tuple[str, str], dict]:
-    """(name, key type) -> the newest entry of that lineage (whatever its status)."""
-    cur: dict[tuple[str, str], dict] = {}
-    for e in entries:
-        k = (e.get("name"), e.get("key_type"))
-        best = cur.get(k)
-        if best is None or e.get("version", 0) > best.get("version", 0):
-            cur[k] = e
-    return cur
+# lineages(entries): (name, key type) -> the current entry of that lineage (storage.index)
 
 
 @dataclass(frozen=True)
@@ -242,25 +235,11 @@ class RenewResult:
 
 def load_policy(store, days_before: int | None) -> tuple[Policy, dict]:
     """The renewal policy from the CA's profile (ca.json), read without loading any certificate."""
-    from ..core.profiles import build_profile
+    from ..storage.castate import load_castate
 
-    try:
-        meta = json.loads(store.ca_file("ca.json").read_text())
-    except FileNotFoundError:
-        store.require_ca()
-        raise StoreError(f"{store.ca_file('ca.json')} is missing; restore it from a backup") from None
-    except PermissionError:
-        raise StoreError(f"cannot read {store.ca_file('ca.json')}: permission denied (run as the store's owner)") from None
-    except (ValueError, OSError) as exc:
-        raise StoreError(f"{store.ca_file('ca.json')} is corrupt ({exc}); restore it from a backup") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("profile_data", {}), dict):
-        raise StoreError(f"{store.ca_file('ca.json')} is corrupt (not a JSON object with a profile); restore it from a backup")
-    data = meta.get("profile_data")
-    if data:
-        prof = build_profile(meta.get("profile", "default"), data, merged=True)
-    else:
-        prof = build_profile(meta.get("profile", "default"), {})
-    return Policy(prof.renew_fraction, days_before), {"meta": meta, "profile": prof}
+    state = load_castate(store)
+    prof = state.profile()
+    return Policy(prof.renew_fraction, days_before), {"meta": state.raw, "profile": prof}
 
 
 def intermediate_warning(store, now: _dt.datetime, warn_days: int) -> tuple[str | None, dict]:
@@ -373,7 +352,7 @@ def renew(store, *, names: list[str] | None = None, days_before: int | None = No
             return res
         ca = camod.load_ca(store)
         int_after = ca.intermediate.not_valid_after_utc
-        idx = store.load_index()
+        idx = Index.load(store)
         try:
             _renew_each(store, ca, prof, due, res, idx, now=now, new_key=new_key, int_after=int_after,
                         on_renewed=on_renewed)
@@ -382,7 +361,7 @@ def renew(store, *, names: list[str] | None = None, days_before: int | None = No
                              f"{len(res.renewed)} were renewed before; run 'mailca doctor'") from None
         finally:
             if res.renewed:
-                store.save_index(idx)  # the journal covers a crash before this (recovery re-indexes)
+                idx.save()  # the journal covers a crash before this (recovery re-indexes)
     if res.renewed and parsed_hooks:
         res.hooks = run_hooks(parsed_hooks, store, res.renewed)
     return res
@@ -424,7 +403,7 @@ def _renew_each(store, ca, prof, due, res, idx, *, now, new_key, int_after, on_r
                                           save_index=False)
             since_flush += 1
             if since_flush >= 50:  # rewriting the whole index per renewal would be O(n^2)
-                store.save_index(idx)
+                idx.save()
                 since_flush = 0
             d = issued.as_dict(store)
             d["previous_serial"] = e["serial"]
@@ -517,7 +496,7 @@ def renew_intermediate(store, passphrase: bytes | None, *, days: int | None = No
     new = builders.build_intermediate(
         int_key.public_key(), issuer_cert=ca.root, issuer_key=root_key, common_name=cn, subject=subject,
         constraints=constraints, not_before=now - _dt.timedelta(minutes=prof.backdate_minutes), not_after=not_after,
-        serial=camod._serial(),
+        serial=camod.new_serial(),
     )
     verify.check_lint(new, "intermediate", max_days=days + prof.backdate_minutes / 1440)
     verify.verify_ca_pair(new, ca.root)

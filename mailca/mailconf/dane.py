@@ -39,12 +39,9 @@ def find_lineages(store, host: str) -> list[dict]:
 
     name = normalize_dns_name(host, allow_wildcard=True, what="host")
     store.require_ca()
-    current: dict[tuple[str, str], dict] = {}
-    for e in store.entries():
-        k = (e.get("name"), e.get("key_type"))
-        if k not in current or e.get("version", 0) > current[k].get("version", 0):
-            current[k] = e
-    live = [e for e in current.values() if e.get("status") != "revoked"]
+    from ..storage.index import Index
+
+    live = [e for e in Index.load(store).lineages().values() if e.get("status") != "revoked"]
     by_name = [e for e in live if e.get("name") == name]
     if not by_name:
         lineage_names = sorted({e["name"] for e in live if name in e.get("names", [])})
@@ -59,15 +56,9 @@ def find_lineages(store, host: str) -> list[dict]:
 def ca_domains(store) -> list[str]:
     """The CA's domains from ca.json, without loading (parsing) any certificate: the
     commands that only render text stay free of the cryptography import."""
-    p = store.ca_file("ca.json")
-    try:
-        meta = json.loads(p.read_text())
-        doms = meta["domains"]
-        if not isinstance(doms, list) or not doms:
-            raise ValueError("no domains")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"{p} is corrupt ({exc}); restore it from a backup") from None
-    return [str(d) for d in doms]
+    from ..storage.castate import load_castate
+
+    return list(load_castate(store).domains)
 
 
 # ----------------------------------------------------------------------- digests

@@ -1,0 +1,144 @@
+"""``index.json``: every certificate version ever issued, one JSON object per version.
+
+:class:`Index` is the ONLY writer of ``index.json`` and the one place that answers "which
+version of a lineage is current".  A lineage is (name, key type); its current version is the
+one with the highest ``version`` number, whatever its status (a revoked certificate stays
+current - and live - until a new one is issued).  Older versions are superseded.
+
+Entries stay plain dicts (the on-disk objects, byte-compatible with earlier releases): the
+listing paths (``status`` over 10,000 certificates) read them without building an object
+per certificate.  Callers change the index only through :class:`Index` methods
+(:meth:`Index.add`, :meth:`Index.extend`, :meth:`Index.mark_revoked`) and write it with
+:meth:`Index.save`, which needs the store lock.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable
+
+__all__ = ["INDEX_VERSION", "Index", "encode_index", "current_by_lineage", "live_targets"]
+
+INDEX_VERSION = 1
+
+
+def _version(e: dict) -> int:
+    return e.get("version", 0)
+
+
+def current_by_lineage(entries: Iterable[dict]) -> dict[tuple[str, str], dict]:
+    """(name, key type) -> the current (newest) entry of that lineage, whatever its status.
+    One pass over the entries."""
+    cur: dict[tuple[str, str], dict] = {}
+    for e in entries:
+        k = (e.get("name"), e.get("key_type"))
+        best = cur.get(k)
+        if best is None or _version(e) > _version(best):
+            cur[k] = e
+    return cur
+
+
+def live_targets(entries: Iterable[dict]) -> dict[str, str]:
+    """Lineage dir (relative to the store) -> ``archive/NNNN`` of its current version: where
+    the ``live`` link must point.  One pass (recovery and doctor call it once per run)."""
+    best: dict[str, tuple[int, str]] = {}
+    for e in entries:
+        lineage, _, vname = e["path"].rpartition("/archive/")
+        v = _version(e)
+        if lineage not in best or v > best[lineage][0]:
+            best[lineage] = (v, "archive/" + vname)
+    return {k: v[1] for k, v in best.items()}
+
+
+def encode_index(index: dict) -> bytes:
+    """index.json with one certificate per line: readable and diffable, and encoded by
+    json's C encoder (``indent=`` would switch to the pure-Python one, ~50x slower)."""
+    head = {k: v for k, v in index.items() if k != "certs"}
+    dumps = json.JSONEncoder(sort_keys=True, separators=(", ", ": ")).encode
+    lines = [dumps(e) for e in index.get("certs", [])]
+    body = ",\n ".join(lines)
+    head_s = dumps(head)[1:-1]
+    return ("{" + (head_s + ",\n" if head_s else "") + ' "certs": [\n ' + body + "\n]}\n").encode()
+
+
+class Index:
+    """The index of one store, as loaded (or a fresh one).  Cheap: wraps the loaded data.
+
+    Read it with :meth:`load`, ask :meth:`current`/:meth:`lineages`, change it with the
+    mutators and write it with :meth:`save` (under ``store.lock()``)."""
+
+    __slots__ = ("store", "_data")
+
+    def __init__(self, store, data: dict | None = None):
+        self.store = store
+        self._data = data if data is not None else {"version": INDEX_VERSION, "certs": []}
+
+    # ---------------------------------------------------------------- reading
+    @classmethod
+    def load(cls, store) -> "Index":
+        """The store's index (the same object for the whole of one locked operation)."""
+        return cls(store, store.load_index())
+
+    @property
+    def entries(self) -> list[dict]:
+        """Every version ever issued, oldest first (do not modify the dicts: use the methods)."""
+        return self._data["certs"]
+
+    def __len__(self) -> int:
+        return len(self._data["certs"])
+
+    def current(self, name: str, key_type: str) -> dict | None:
+        """The current (newest) entry of the lineage (name, key_type), whatever its status."""
+        best = None
+        for e in self._data["certs"]:
+            if e.get("name") == name and e.get("key_type") == key_type:
+                if best is None or _version(e) > _version(best):
+                    best = e
+        return best
+
+    def lineages(self) -> dict[tuple[str, str], dict]:
+        """(name, key type) -> current entry, for every lineage."""
+        return current_by_lineage(self._data["certs"])
+
+    def live_targets(self) -> dict[str, str]:
+        """Lineage dir (relative) -> ``archive/NNNN`` the live link must point at."""
+        return live_targets(self._data["certs"])
+
+    def highest_version(self, name: str, key_type: str) -> int:
+        return max((int(_version(e)) for e in self._data["certs"]
+                    if e.get("name") == name and e.get("key_type") == key_type), default=0)
+
+    def paths(self) -> set[str]:
+        return {e["path"] for e in self._data["certs"]}
+
+    # --------------------------------------------------------------- changing
+    def add(self, entry: dict) -> None:
+        self._data["certs"].append(entry)
+
+    def extend(self, entries: Iterable[dict]) -> None:
+        self._data["certs"].extend(entries)
+
+    @staticmethod
+    def mark_revoked(entry: dict, *, at: str, reason: str) -> None:
+        """Mark one entry (an object of this index) revoked at ``at`` (ISO Z) for ``reason``."""
+        entry["status"] = "revoked"
+        entry["revoked_at"] = at
+        entry["revocation_reason"] = reason
+
+    # ---------------------------------------------------------------- writing
+    def save(self, *, durable: bool = True) -> None:
+        """Write ``index.json`` atomically (temp file, fsync, os.replace, fsync dir), 0600.
+        The only write of index.json in mailca.  Needs the store lock."""
+        from .store import atomic_write
+
+        self.store.require_lock()
+        self._data["version"] = INDEX_VERSION
+        atomic_write(self.store.index_path, encode_index(self._data), 0o600, durable=durable)
+        self.store.remember_index(self._data)
+
+    @classmethod
+    def rebuild(cls, store, entries: Iterable[dict] = ()) -> "Index":
+        """Write a new index holding ``entries`` (a new store, or a rebuild from the archive)."""
+        idx = cls(store, {"version": INDEX_VERSION, "certs": list(entries)})
+        idx.save()
+        return idx
