@@ -32,7 +32,7 @@ def renew_intermediate(store_dir, passphrase_file, days, dry_run, as_json):
       mailca ca renew-intermediate --dry-run --json
     """
     from ..core import keys
-    from ..lifecycle.renew import renew_intermediate as do_renew
+    from ..lifecycle.intermediate import renew_intermediate as do_renew
 
     store = get_store(store_dir)
     store.require_ca()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
-__all__ = ["INDEX_VERSION", "Index", "encode_index", "current_by_lineage", "live_targets"]
+__all__ = ["INDEX_VERSION", "Index", "encode_index", "current_by_lineage", "live_targets", "lineages_for_host"]
 
 INDEX_VERSION = 1
 
@@ -142,3 +142,25 @@ class Index:
         idx = cls(store, {"version": INDEX_VERSION, "certs": list(entries)})
         idx.save()
         return idx
+
+
+def lineages_for_host(store, host: str) -> list[dict]:
+    """Current index entries (one per key type) of the lineage(s) serving ``host``.
+
+    ``host`` is a lineage name (the first name given to ``mailca issue``) or any DNS name in
+    a current certificate.  Revoked lineages are skipped.  Raises if there is none."""
+    from ..core.names import normalize_dns_name
+    from ..errors import StoreError, UsageError
+
+    name = normalize_dns_name(host, allow_wildcard=True, what="host")
+    store.require_ca()
+    live = [e for e in Index.load(store).lineages().values() if e.get("status") != "revoked"]
+    by_name = [e for e in live if e.get("name") == name]
+    if not by_name:
+        lineage_names = sorted({e["name"] for e in live if name in e.get("names", [])})
+        if len(lineage_names) > 1:
+            raise UsageError(f"{host!r} is in several certificates ({', '.join(lineage_names)}); name one of those")
+        by_name = [e for e in live if lineage_names and e["name"] == lineage_names[0]]
+    if not by_name:
+        raise StoreError(f"no certificate for {host!r} in {store.path}; issue one with 'mailca issue {name}'")
+    return sorted(by_name, key=lambda e: e["key_type"])
