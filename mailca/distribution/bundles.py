@@ -518,3 +518,13 @@ def make_bundle(ca, out: str | os.PathLike) -> dict:
         "root": bundle.facts.as_dict(),
         "files": {kinds[n]: w for n, w in written.items()},
     }
+
+
+def bundle_from_store(store, out: str | os.PathLike) -> dict:
+    """``mailca bundle``: the store's root, written to ``out`` under the store lock (so that
+    a concurrent ``ca renew-intermediate``/``init`` cannot change the CA mid-write)."""
+    from ..issuance.ca import load_ca
+
+    store.require_ca()  # before the lock: a wrong --dir must not create a store
+    with store.lock():
+        return make_bundle(load_ca(store), out)

@@ -387,3 +387,20 @@ def format_postconf(cfg: PostfixConfig) -> str:
     out.append(f"printf '%s\\n' {' '.join(q(ln) for ln in cfg.policy_lines)} > {q(cfg.policy_path)}")
     out.append("postfix reload")
     return "\n".join(out) + "\n"
+
+
+def write_config_files(cfg: PostfixConfig, write_dir: str, *, postconf_text: str | None = None) -> list[str]:
+    """``postfix --write DIR``: main.cf.mailca, master.cf.mailca, the policy map (and
+    postconf.sh), each written atomically (0644: no secrets in them).  Returns the file names."""
+    import os
+
+    from ..storage.store import atomic_write, ensure_dir
+
+    ensure_dir(write_dir, 0o755)
+    files = {"main.cf.mailca": format_main(cfg), "master.cf.mailca": format_master(cfg),
+             POLICY_FILE: format_policy(cfg)}
+    if postconf_text is not None:
+        files["postconf.sh"] = postconf_text
+    for name, content in files.items():
+        atomic_write(os.path.join(write_dir, name), content.encode(), 0o644)
+    return list(files)
