@@ -174,9 +174,11 @@ class Report:
 
     @property
     def exit_code(self) -> int:
+        from ..errors import ExitCode
+
         if self.errors:
-            return 6
-        return 5 if at_least(self.worst) else 0
+            return int(ExitCode.CONNECT)
+        return int(ExitCode.CHECK_FINDINGS if at_least(self.worst) else ExitCode.OK)
 
     def to_json(self) -> dict:
         return {
