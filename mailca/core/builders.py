@@ -25,6 +25,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+__all__ = ["SubjectFields", "Constraints", "signature_hash", "build_root", "build_intermediate", "aki",
+           "build_leaf"]
+
 
 class SubjectFields(NamedTuple):
     """Subject attributes for CA certificates (immutable; NamedTuple: cheap to define)."""

@@ -24,6 +24,9 @@ from pathlib import Path
 
 from ..errors import StoreError, UsageError
 
+__all__ = ["bundle_from_store", "make_bundle", "build_bundle", "root_facts", "root_scope", "Scope",
+           "root_nickname", "colon"]
+
 #: uuid5 namespace for the payload UUIDs of the .mobileconfig (fixed forever: changing it
 #: would make re-downloaded profiles install next to the old ones instead of replacing them).
 PROFILE_NAMESPACE = uuid.UUID("6f1c3a52-8a4e-5b9e-9c7d-6d61696c6361")

@@ -23,6 +23,8 @@ from . import ca as camod
 from ..core import certinfo, keys
 from ..errors import MailcaError, StoreError, UsageError
 
+__all__ = ["issue_batch", "read_lines", "WORKERS", "FLUSH_EVERY"]
+
 FLUSH_EVERY = 100
 WORKERS = 4  # writer threads (measured: more threads only add GIL and journal contention)
 

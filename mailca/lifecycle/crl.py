@@ -48,6 +48,10 @@ from pathlib import Path
 from ..core import certinfo
 from ..errors import StoreError, UsageError
 
+__all__ = ["REASON_CODES", "generate", "write_crl_locked", "build_crl_der", "bulk_objects", "crl_dir",
+           "next_number", "read_journal", "write_journal", "journal_record", "journal_from_index",
+           "crl_entries_from_journal", "entries_from_journal_records", "der_time_from_iso"]
+
 CRL_DIR = "crl"
 STATE_FILE = "state.json"
 CRL_BASENAME = "intermediate.crl"

@@ -30,6 +30,8 @@ from ..errors import MailcaError, StoreError
 from ..storage.index import Index, live_targets
 from ..storage.store import INTENT, TMP_PREFIX, Store
 
+__all__ = ["Finding", "diagnose", "fix", "as_json", "rebuild_index"]
+
 PRIVATE_FILES = ("key.pem", "keyfullchain.pem", "keyfullchain-root.pem")
 REQUIRED_FIELDS = ("serial", "name", "key_type", "not_before", "not_after", "path", "version")
 

@@ -135,7 +135,7 @@ def rekey(store, host: str, action: str | None, *, key_types: tuple[str, ...] | 
     """``action``: stage | commit | abort, for the lineage(s) serving ``host`` (all key types,
     or only ``key_types``)."""
     from ..core import keys
-    from ..mailconf.dane import find_lineages
+    from ..storage.index import lineages_for_host as find_lineages
 
     if action is None:
         raise UsageError("say what to do: --stage, --commit or --abort")

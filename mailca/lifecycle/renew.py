@@ -30,6 +30,9 @@ from ..core import certinfo
 from ..errors import HookError, MailcaError, StoreError, UsageError
 from ..storage.index import Index, current_by_lineage as lineages
 
+__all__ = ["Policy", "RenewResult", "renew", "load_policy", "intermediate_warning", "status_rows",
+           "resolve_names", "days_left", "lineages"]
+
 HOOK_TIMEOUT = 600
 
 

@@ -42,6 +42,8 @@ from .crl import REASON_CODES
 from ..errors import UsageError
 from ..storage.index import Index
 
+__all__ = ["REASON_CODES", "Plan", "plan", "revoke", "reapply_journal", "reconcile"]
+
 # Reasons accepted for a server certificate, in the order the help lists them.
 LEAF_REASONS = ("unspecified", "keyCompromise", "superseded", "cessationOfOperation", "affiliationChanged",
                 "privilegeWithdrawn")

@@ -26,6 +26,10 @@ from pathlib import Path
 from ..errors import UsageError
 from .tlsprofiles import PROTOCOLS, TLSProfile, excluded_protocols
 
+__all__ = ["PARAM_SINCE", "ROLES", "POLICY_FILE", "Service", "CertFiles", "PostfixConfig", "parse_version",
+           "detect_version", "parse_ports", "check_version", "render", "format_main", "format_master",
+           "format_policy", "format_snippet", "format_postconf", "write_config_files"]
+
 # First Postfix version with each parameter (postconf(5): "available in Postfix X.Y and later";
 # parameters without such a note predate 2.2).
 PARAM_SINCE: dict[str, tuple[int, int]] = {

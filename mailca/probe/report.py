@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+__all__ = ["rank", "at_least", "Check", "CATALOG", "Finding", "finding", "PortReport", "Report", "render_text"]
+
 SCHEMA = "mailca-check/1"
 
 SEVERITIES = ("OK", "LOW", "MEDIUM", "HIGH", "CRITICAL")
