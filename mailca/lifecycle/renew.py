@@ -237,13 +237,14 @@ class RenewResult:
                 "hooks": self.hooks, "warnings": self.warnings, "dry_run": self.dry_run}
 
 
-def load_policy(store, days_before: int | None) -> tuple[Policy, dict]:
-    """The renewal policy from the CA's profile (ca.json), read without loading any certificate."""
+def load_policy(store, days_before: int | None):
+    """(Policy, Profile): the renewal policy and the CA's profile snapshot (ca.json), read
+    without loading any certificate."""
     from ..storage.castate import load_castate
 
     state = load_castate(store)
     prof = state.profile()
-    return Policy(prof.renew_fraction, days_before), {"meta": state.raw, "profile": prof}
+    return Policy(prof.renew_fraction, days_before), prof
 
 
 def intermediate_warning(store, now: _dt.datetime, warn_days: int) -> tuple[str | None, dict]:
@@ -322,8 +323,7 @@ def renew(store, *, names: list[str] | None = None, days_before: int | None = No
     now = now or certinfo.utcnow()
     if days_before is not None and not (0 <= days_before <= 3650):
         raise UsageError(f"--days-before {days_before} is out of range; give 0..3650 days")
-    policy, ctx = load_policy(store, days_before)
-    prof = ctx["profile"]
+    policy, prof = load_policy(store, days_before)
     parsed_hooks = parse_hooks(list(hooks))
     res = RenewResult(dry_run=dry_run)
     warn, _ = intermediate_warning(store, now, prof.intermediate_warn_days)

@@ -42,7 +42,7 @@ from .crl import REASON_CODES
 from ..errors import UsageError
 from ..storage.index import Index
 
-__all__ = ["REASON_CODES", "Plan", "plan", "revoke", "reapply_journal", "reconcile"]
+__all__ = ["REASON_CODES", "Plan", "RevokeResult", "plan", "revoke", "reapply_journal", "reconcile"]
 
 # Reasons accepted for a server certificate, in the order the help lists them.
 LEAF_REASONS = ("unspecified", "keyCompromise", "superseded", "cessationOfOperation", "affiliationChanged",
@@ -117,6 +117,24 @@ class Plan:
     already: list[dict] = field(default_factory=list)   # matched, but revoked before (idempotent)
     same_key: set = field(default_factory=set)         # serials added because they share the key
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RevokeResult:
+    """What ``revoke`` did (or would do): rows for the revoked and already-revoked
+    certificates (serial, name, names, key_type, version, not_after, revoked_at, reason,
+    same_key), the refreshed CRL (None for a dry run) and notes.  ``as_dict()`` is the
+    documented ``--json`` output."""
+
+    dry_run: bool
+    revoked: tuple[dict, ...]
+    already_revoked: tuple[dict, ...]
+    crl: dict | None
+    notes: tuple[str, ...]
+
+    def as_dict(self) -> dict:
+        return {"dry_run": self.dry_run, "revoked": list(self.revoked), "already_revoked": list(self.already_revoked),
+                "crl": self.crl, "notes": list(self.notes)}
 
 
 def _serial_of(e: dict) -> int | None:
@@ -253,8 +271,8 @@ def _row(e: dict, same_key: bool) -> dict:
 
 
 def revoke(store, target: str | None, *, reason: str | None = None, key_type: str | None = None,
-           all_key_types: bool = False, dry_run: bool = False, now: _dt.datetime | None = None) -> dict:
-    """Revoke and refresh the CRL.  Returns {"revoked": [...], "crl": {...} | None, "notes": [...]}."""
+           all_key_types: bool = False, dry_run: bool = False, now: _dt.datetime | None = None) -> RevokeResult:
+    """Revoke and refresh the CRL (see :class:`RevokeResult`)."""
     from . import crl as crlmod
     from ..issuance.ca import load_ca
 
@@ -270,8 +288,7 @@ def revoke(store, target: str | None, *, reason: str | None = None, key_type: st
         p = plan(Index.load(store), ca, kind, value, reason=reason_name, key_type=key_type,
                  all_key_types=all_key_types, explicit_reason=explicit)
         rows = [_row(e, e["serial"] in p.same_key) | {"revoked_at": when, "reason": reason_name} for e in p.targets]
-        return {"dry_run": True, "revoked": rows, "already_revoked": [_row(e, False) for e in p.already],
-                "crl": None, "notes": p.notes}
+        return RevokeResult(True, tuple(rows), tuple(_row(e, False) for e in p.already), None, tuple(p.notes))
     ca.intermediate_key  # noqa: B018 - load and check it before the lock: the CRL needs it
     with crlmod.bulk_objects(), store.lock():
         index = Index.load(store)
@@ -297,8 +314,7 @@ def revoke(store, target: str | None, *, reason: str | None = None, key_type: st
         #    after a crash between index and CRL completes the job
         result = crlmod.write_crl_locked(store, ca, now=now, entries=crlmod.entries_from_journal_records(journal))
     rows = [_row(e, e["serial"] in p.same_key) for e in p.targets]
-    return {"dry_run": False, "revoked": rows, "already_revoked": [_row(e, False) for e in p.already],
-            "crl": result.as_dict(), "notes": notes}
+    return RevokeResult(False, tuple(rows), tuple(_row(e, False) for e in p.already), result.as_dict(), tuple(notes))
 
 
 def reapply_journal(store) -> list[str]:
