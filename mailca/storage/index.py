@@ -15,9 +15,10 @@ per certificate.  Callers change the index only through :class:`Index` methods
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Iterable
 
-__all__ = ["INDEX_VERSION", "Index", "encode_index", "current_by_lineage", "live_targets", "lineages_for_host"]
+__all__ = ["INDEX_VERSION", "Index", "Lineage", "encode_index", "current_by_lineage", "live_targets", "lineages_for_host"]
 
 INDEX_VERSION = 1
 
@@ -48,6 +49,34 @@ def live_targets(entries: Iterable[dict]) -> dict[str, str]:
         if lineage not in best or v > best[lineage][0]:
             best[lineage] = (v, "archive/" + vname)
     return {k: v[1] for k, v in best.items()}
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """One lineage: (name, key type) and its indexed versions, oldest first.  The current
+    version is the newest, whatever its status; the others are superseded."""
+
+    name: str
+    key_type: str
+    versions: tuple[dict, ...]
+
+    @property
+    def current(self) -> dict:
+        return self.versions[-1]
+
+    @property
+    def superseded(self) -> tuple[dict, ...]:
+        return self.versions[:-1]
+
+    @property
+    def rel_dir(self) -> str:
+        """The lineage directory, relative to the store (certs/<name>/<key type>)."""
+        return self.current["path"].rpartition("/archive/")[0]
+
+    @property
+    def live_target(self) -> str:
+        """Where its ``live`` link must point: ``archive/NNNN`` of the current version."""
+        return "archive/" + self.current["path"].rpartition("/archive/")[2]
 
 
 def encode_index(index: dict) -> bytes:
@@ -87,14 +116,21 @@ class Index:
     def __len__(self) -> int:
         return len(self._data["certs"])
 
+    def lineage(self, name: str, key_type: str) -> Lineage | None:
+        """The lineage (name, key_type) with its versions, or None if it was never issued."""
+        found = [(i, e) for i, e in enumerate(self._data["certs"])
+                 if e.get("name") == name and e.get("key_type") == key_type]
+        if not found:
+            return None
+        # by version; of two entries with one number (a damaged index) the first listed is current,
+        # as in current_by_lineage()
+        found.sort(key=lambda ie: (_version(ie[1]), -ie[0]))
+        return Lineage(name, key_type, tuple(e for _, e in found))
+
     def current(self, name: str, key_type: str) -> dict | None:
         """The current (newest) entry of the lineage (name, key_type), whatever its status."""
-        best = None
-        for e in self._data["certs"]:
-            if e.get("name") == name and e.get("key_type") == key_type:
-                if best is None or _version(e) > _version(best):
-                    best = e
-        return best
+        lin = self.lineage(name, key_type)
+        return lin.current if lin is not None else None
 
     def lineages(self) -> dict[tuple[str, str], dict]:
         """(name, key type) -> current entry, for every lineage."""
@@ -105,8 +141,8 @@ class Index:
         return live_targets(self._data["certs"])
 
     def highest_version(self, name: str, key_type: str) -> int:
-        return max((int(_version(e)) for e in self._data["certs"]
-                    if e.get("name") == name and e.get("key_type") == key_type), default=0)
+        cur = self.current(name, key_type)
+        return int(_version(cur)) if cur is not None else 0
 
     def paths(self) -> set[str]:
         return {e["path"] for e in self._data["certs"]}
