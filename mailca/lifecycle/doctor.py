@@ -30,7 +30,7 @@ from ..errors import MailcaError, StoreError
 from ..storage.index import Index, live_targets
 from ..storage.store import INTENT, TMP_PREFIX, Store
 
-__all__ = ["Finding", "diagnose", "fix", "as_json", "rebuild_index"]
+__all__ = ["Finding", "DoctorReport", "check", "diagnose", "fix", "as_json", "rebuild_index"]
 
 PRIVATE_FILES = ("key.pem", "keyfullchain.pem", "keyfullchain-root.pem")
 REQUIRED_FIELDS = ("serial", "name", "key_type", "not_before", "not_after", "path", "version")
@@ -319,3 +319,36 @@ def as_json(findings: list[Finding], fixed: list[str] | None = None) -> dict:
             "pending": sum(1 for f in findings if f.level == "pending"),
             "warnings": sum(1 for f in findings if f.level == "warning"),
             "findings": [asdict(f) for f in findings], "fixed": fixed or []}
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    """One ``mailca doctor`` run: what was repaired (``--fix``) and what is still found."""
+
+    findings: tuple[Finding, ...]
+    fixed: tuple[str, ...] = ()
+
+    def count(self, level: str) -> int:
+        return sum(1 for f in self.findings if f.level == level)
+
+    @property
+    def errors(self) -> int:
+        return self.count("error")
+
+    @property
+    def pending(self) -> int:
+        return self.count("pending")
+
+    @property
+    def consistent(self) -> bool:
+        return self.errors == 0
+
+    def as_dict(self) -> dict:
+        """The documented ``--json`` output."""
+        return as_json(list(self.findings), list(self.fixed))
+
+
+def check(store: Store, *, repair: bool = False) -> DoctorReport:
+    """``repair``: :func:`fix` first (under the lock); then diagnose."""
+    fixed = fix(store) if repair else []
+    return DoctorReport(tuple(diagnose(store)), tuple(fixed))

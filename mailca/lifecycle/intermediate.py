@@ -10,12 +10,42 @@ kept in ``ca/archive/``.
 from __future__ import annotations
 
 import datetime as _dt
+from typing import NamedTuple
 
 from ..core import certinfo
 from ..errors import StoreError, UsageError, VerificationError
 from ..storage.index import current_by_lineage
 
-__all__ = ["renew_intermediate"]
+__all__ = ["renew_intermediate", "IntermediateRenewal", "IntermediateCert"]
+
+
+class IntermediateCert(NamedTuple):
+    serial: str
+    not_after: str
+    tlsa_2_0_1: str          # "2 0 1 <sha256 of the whole certificate>"
+    not_before: str = ""
+    path: str = ""           # the new one: where it is (ca/intermediate.crt)
+    archived_as: str = ""    # the old one: its copy under ca/archive/ (not for a dry run)
+
+
+class IntermediateRenewal(NamedTuple):
+    """What ``ca renew-intermediate`` did (or would do).  ``as_dict()`` is the ``--json`` output."""
+
+    dry_run: bool
+    old: IntermediateCert
+    new: IntermediateCert
+    tlsa_2_1_1: str          # unchanged: same key
+    leaves_checked: int
+    name_constraints: tuple[str, ...]
+
+    def as_dict(self) -> dict:
+        old = {"serial": self.old.serial, "not_after": self.old.not_after, "tlsa_2_0_1": self.old.tlsa_2_0_1}
+        if self.old.archived_as:
+            old["archived_as"] = self.old.archived_as
+        new = {"serial": self.new.serial, "not_before": self.new.not_before, "not_after": self.new.not_after,
+               "tlsa_2_0_1": self.new.tlsa_2_0_1, "path": self.new.path}
+        return {"dry_run": self.dry_run, "old": old, "new": new, "tlsa_2_1_1": self.tlsa_2_1_1, "key_kept": True,
+                "leaves_checked": self.leaves_checked, "name_constraints": list(self.name_constraints)}
 
 
 def _subject_fields(cert):
@@ -47,7 +77,7 @@ def _constraints_of(cert):
 
 
 def renew_intermediate(store, passphrase: bytes | None, *, days: int | None = None, dry_run: bool = False,
-                       now: _dt.datetime | None = None) -> dict:
+                       now: _dt.datetime | None = None) -> IntermediateRenewal:
     """Re-certify the intermediate's key: same key, subject and name constraints, new validity.
 
     Existing leaves keep chaining (same issuer name and key, same SKI); DANE 2 1 1 (SPKI of the
@@ -104,18 +134,15 @@ def renew_intermediate(store, passphrase: bytes | None, *, days: int | None = No
     spki = keys.spki_sha256(int_key.public_key())
     old_201 = hashlib.sha256(old.public_bytes(der)).hexdigest()
     new_201 = hashlib.sha256(new.public_bytes(der)).hexdigest()
-    info = {
-        "dry_run": dry_run,
-        "old": {"serial": format(old.serial_number, "x"), "not_after": certinfo.iso(old.not_valid_after_utc),
-                "tlsa_2_0_1": f"2 0 1 {old_201}"},
-        "new": {"serial": format(new.serial_number, "x"), "not_before": certinfo.iso(new.not_valid_before_utc),
-                "not_after": certinfo.iso(new.not_valid_after_utc), "tlsa_2_0_1": f"2 0 1 {new_201}",
-                "path": str(store.ca_file("intermediate.crt"))},
-        "tlsa_2_1_1": f"2 1 1 {spki}",
-        "key_kept": True,
-        "leaves_checked": checked,
-        "name_constraints": list(constraints.domains) + list(constraints.ip_ranges),
-    }
+    info = IntermediateRenewal(
+        dry_run=dry_run,
+        old=IntermediateCert(format(old.serial_number, "x"), certinfo.iso(old.not_valid_after_utc), f"2 0 1 {old_201}"),
+        new=IntermediateCert(format(new.serial_number, "x"), certinfo.iso(new.not_valid_after_utc), f"2 0 1 {new_201}",
+                             not_before=certinfo.iso(new.not_valid_before_utc), path=str(store.ca_file("intermediate.crt"))),
+        tlsa_2_1_1=f"2 1 1 {spki}",
+        leaves_checked=checked,
+        name_constraints=tuple(constraints.domains) + tuple(constraints.ip_ranges),
+    )
     if dry_run:
         return info
     with store.lock():
@@ -128,6 +155,6 @@ def renew_intermediate(store, passphrase: bytes | None, *, days: int | None = No
         ensure_dir(archive, durable=True)
         store.write_file(archive / f"intermediate-{format(old.serial_number, 'x')}.crt", cur)
         store.write_file(store.ca_file("intermediate.crt"), new.public_bytes(pem))
-        info["old"]["archived_as"] = str(archive / f"intermediate-{format(old.serial_number, 'x')}.crt")
-    return info
+        archived = str(archive / f"intermediate-{format(old.serial_number, 'x')}.crt")
+    return info._replace(old=info.old._replace(archived_as=archived))
 

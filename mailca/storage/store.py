@@ -38,6 +38,7 @@ from .index import INDEX_VERSION, Index
 
 __all__ = ["Store", "open_store", "default_store_dir", "atomic_write", "atomic_symlink", "ensure_dir", "fsync_dir",
            "INTENT", "TMP_PREFIX", "DIR_MODE", "KEY_MODE", "PUBLIC_MODE"]
+
 TMP_PREFIX = ".tmp-"
 INTENT = ".intent"
 DIR_MODE = 0o700
@@ -284,7 +285,7 @@ class Store:
         if self._lock_fd is None:
             raise RuntimeError("store mutation without the lock")  # programming error
 
-    _require_lock = require_lock
+    _require_lock = require_lock  # the store's own (older) spelling; other modules use require_lock()
 
     # --------------------------------------------------------------- writes
     def write_file(self, path: str | os.PathLike, data: bytes, *, private: bool = False, durable: bool = True) -> None:
