@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import weakref
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..errors import StoreError
 
@@ -21,8 +21,7 @@ __all__ = ["CA_META", "CAState", "load_castate", "write_castate"]
 CA_META = "ca.json"
 
 
-@dataclass(frozen=True)
-class CAState:
+class CAState(NamedTuple):  # a NamedTuple: cheaper to define than a dataclass on the issue path
     """What ``ca.json`` says.  ``raw`` is the whole JSON object as read (for --json output and
     for fields a later version adds)."""
 
@@ -34,7 +33,7 @@ class CAState:
     key_type: str = ""
     created: str = ""
     root_encrypted: bool = True
-    raw: dict = field(default_factory=dict, compare=False, repr=False)
+    raw: dict = {}  # never mutated: from_dict() always passes the object read
 
     def profile(self):
         """The profile snapshot taken at ``init`` (a :class:`mailca.core.profiles.Profile`)."""
