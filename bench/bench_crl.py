@@ -136,11 +136,12 @@ def main() -> int:
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         entries = make_entries(args.entries, now, random.Random(20261125))
         from mailca.lifecycle import crl as crlmod
+        from mailca.storage.index import Index
         from mailca.storage.store import Store
 
         store = Store(store_dir)
         with store.lock():
-            store.save_index({"certs": entries})
+            Index.rebuild(store, entries)
             crlmod.write_journal(store, {int(e["serial"], 16): crlmod.journal_record(e) for e in entries})
         index_mb = store.index_path.stat().st_size / 1e6
 

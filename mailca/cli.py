@@ -16,7 +16,7 @@ import sys
 import click
 
 from . import __version__
-from .errors import MailcaError
+from .errors import ExitCode, MailcaError
 
 _SKIP = {"common"}
 # click >= 8.2 raises this for a bare 'mailca'; older click prints the help itself
@@ -110,36 +110,36 @@ def main(argv=None) -> int:
         group.main(args=argv, prog_name="mailca", standalone_mode=False)
     except MailcaError as exc:
         click.echo(f"mailca: error: {exc}", err=True)
-        return exc.exit_code
+        return int(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("mailca: aborted", err=True)
-        return 130
+        return ExitCode.INTERRUPTED
     except _NO_ARGS as exc:
         click.echo(exc.ctx.get_help() if exc.ctx is not None else HELP)
-        return 0
+        return ExitCode.OK
     except click.UsageError as exc:
         # One line, like every other error; say where the help is.
         cmd = exc.ctx.command_path if exc.ctx is not None else "mailca"
         click.echo(f"mailca: error: {exc.format_message()} (see '{cmd} --help')", err=True)
-        return 2
+        return ExitCode.USAGE
     except click.ClickException as exc:
         click.echo(f"mailca: error: {exc.format_message()}", err=True)
-        return 2
+        return ExitCode.USAGE
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("mailca: interrupted", err=True)
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:
-        return 141
+        return ExitCode.BROKEN_PIPE
     except PermissionError as exc:
         click.echo(f"mailca: error: cannot access {exc.filename or 'a store file'}: permission denied "
                    "(run as the store's owner, e.g. with sudo)", err=True)
-        return 3
+        return ExitCode.STORE
     except OSError as exc:
         click.echo(f"mailca: error: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", err=True)
-        return 3
-    return 0
+        return ExitCode.STORE
+    return ExitCode.OK
 
 
 def run() -> None:
@@ -154,14 +154,14 @@ def run() -> None:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        rc = 141
+        rc = ExitCode.BROKEN_PIPE
     except (OSError, ValueError):
         pass
     try:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
-    os._exit(rc if isinstance(rc, int) else 1)
+    os._exit(int(rc) if isinstance(rc, int) else int(ExitCode.ERROR))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,14 +36,9 @@ def cli(store_dir, out, as_json):
       mailca bundle --out /var/www/html/ca
       mailca bundle --out ./for-users --json
     """
-    from ..distribution.bundles import make_bundle
-    from ..issuance.ca import load_ca
+    from ..distribution.bundles import bundle_from_store
 
-    store = get_store(store_dir)
-    store.require_ca()  # before the lock: a wrong --dir must not create a store
-    with store.lock():
-        ca = load_ca(store)
-        summary = make_bundle(ca, out)
+    summary = bundle_from_store(get_store(store_dir), out)
     if as_json:
         emit_json(summary)
         return

@@ -32,29 +32,26 @@ def renew_intermediate(store_dir, passphrase_file, days, dry_run, as_json):
       mailca ca renew-intermediate --dry-run --json
     """
     from ..core import keys
-    from ..lifecycle.renew import renew_intermediate as do_renew
+    from ..lifecycle.intermediate import renew_intermediate as do_renew
 
     store = get_store(store_dir)
     store.require_ca()
-    import json as _json
+    from ..storage.castate import load_castate
 
-    try:
-        encrypted = bool(_json.loads(store.ca_file("ca.json").read_text()).get("root_encrypted", True))
-    except (OSError, ValueError):
-        encrypted = True
+    encrypted = load_castate(store).root_encrypted
     passphrase = keys.read_passphrase(passphrase_file, purpose="root CA key") if encrypted else None
     info = do_renew(store, passphrase, days=days, dry_run=dry_run)
     if as_json:
-        emit_json(info)
+        emit_json(info.as_dict())
         return
     verb = "Would renew" if dry_run else "Renewed"
-    click.echo(f"{verb} the intermediate CA (same key): serial {info['new']['serial']}, "
-               f"valid until {info['new']['not_after']} (was {info['old']['not_after']}).")
-    click.echo(f"  name constraints kept: {', '.join(info['name_constraints'])}")
-    click.echo(f"  {info['leaves_checked']} current certificate(s) verified against the new intermediate.")
+    click.echo(f"{verb} the intermediate CA (same key): serial {info.new.serial}, "
+               f"valid until {info.new.not_after} (was {info.old.not_after}).")
+    click.echo(f"  name constraints kept: {', '.join(info.name_constraints)}")
+    click.echo(f"  {info.leaves_checked} current certificate(s) verified against the new intermediate.")
     click.echo("DANE / TLSA:")
-    click.echo(f"  unchanged:        {info['tlsa_2_1_1']}   (and every 3 1 1 record)")
-    click.echo(f"  publish FIRST:    {info['new']['tlsa_2_0_1']}")
-    click.echo(f"  remove later:     {info['old']['tlsa_2_0_1']}")
+    click.echo(f"  unchanged:        {info.tlsa_2_1_1}   (and every 3 1 1 record)")
+    click.echo(f"  publish FIRST:    {info.new.tlsa_2_0_1}")
+    click.echo(f"  remove later:     {info.old.tlsa_2_0_1}")
     click.echo("Next: publish the new 2 0 1 record next to the old one and wait two TTLs; then deploy the new chain "
                "with 'mailca renew --all --force --deploy-hook \"postfix reload\"'; then remove the old 2 0 1 record.")

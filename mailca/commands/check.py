@@ -99,7 +99,7 @@ def cli(host, ports, name, ca_file, tlsa, timeout, parallel, min_severity, verbo
     if rep.errors:
         first = rep.errors[0]
         raise ConnectError(first.error + ("" if len(rep.errors) == 1 else f" (and {len(rep.errors) - 1} more port(s))"))
-    if rep.exit_code == 5:
+    if rep.exit_code == CheckFindings.exit_code:
         bad = [f for f in rep.findings if report.at_least(f.severity)]
         raise CheckFindings(f"{len(bad)} finding(s) rated MEDIUM or worse on {host} (worst: {rep.worst})")
 

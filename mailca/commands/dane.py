@@ -37,6 +37,7 @@ def cli(store_dir, host, ports, usage, ta, ta_selector, ttl, fmt, as_json):
     """
     from ..core import certinfo
     from ..mailconf import dane
+    from ..lifecycle.rekey import commit_ready_at, mark_published
     from ..errors import UsageError
 
     if usage not in ("3", "2", "both"):
@@ -58,12 +59,12 @@ def cli(store_dir, host, ports, usage, ta, ta_selector, ttl, fmt, as_json):
     recs = dane.records(store, entries, host=name, ports=port_list, usage=usage, ta=ta, ta_selectors=sels, ttl=ttl)
     staged = []
     if any(r.role == "next" for r in recs):
-        staged = dane.mark_published(store, [e for e in entries], ttl, certinfo.utcnow())
+        staged = mark_published(store, [e for e in entries], ttl, certinfo.utcnow())
     if as_json or fmt == "json":
         emit_json({"host": name, "ttl": ttl, "records": [r.as_dict() for r in recs],
                    "rollover": [{"key_type": m.get("key_type"), "spki_sha256": m["spki_sha256"],
                                  "first_published": m.get("first_published"), "ttl": m.get("ttl"),
-                                 "commit_after": certinfo.iso(dane.commit_ready_at(m))} for m in staged]})
+                                 "commit_after": certinfo.iso(commit_ready_at(m))} for m in staged]})
         return
     click.echo(f"; mailca: TLSA records for {name} - publish them in a DNSSEC-SIGNED zone (unsigned: ignored by senders)")
     for r in recs:
@@ -71,4 +72,4 @@ def cli(store_dir, host, ports, usage, ta, ta_selector, ttl, fmt, as_json):
         click.echo(r.line())
     for m in staged:
         click.echo(f"; next {m.get('key_type')} key first published {m['first_published']}; "
-                   f"'mailca rekey {name} --commit' allowed from {certinfo.iso(dane.commit_ready_at(m))} (2 x TTL {m['ttl']}s)")
+                   f"'mailca rekey {name} --commit' allowed from {certinfo.iso(commit_ready_at(m))} (2 x TTL {m['ttl']}s)")

@@ -30,25 +30,23 @@ def cli(store_dir, do_fix, as_json):
       mailca doctor --fix
       mailca doctor --json | jq .findings
     """
-    from ..lifecycle.doctor import as_json as to_json, diagnose, fix
+    from ..lifecycle.doctor import check
     from ..errors import CheckFindings
 
     store = get_store(store_dir)
-    fixed = fix(store) if do_fix else []
-    findings = diagnose(store)
-    result = to_json(findings, fixed)
+    rep = check(store, repair=do_fix)
     if as_json:
-        emit_json(result)
+        emit_json(rep.as_dict())
     else:
-        for a in fixed:
+        for a in rep.fixed:
             click.echo(f"fixed: {a}")
-        for f in findings:
+        for f in rep.findings:
             click.echo(f.line())
-        if result["consistent"]:
+        if rep.consistent:
             tail = ""
-            if result["pending"]:
-                tail = (f" ({result['pending']} leftover(s) of an interrupted operation; the next mailca command "
+            if rep.pending:
+                tail = (f" ({rep.pending} leftover(s) of an interrupted operation; the next mailca command "
                         "or 'mailca doctor --fix' cleans them up)")
             click.echo(f"Store {store.path} is consistent{tail}.")
-    if not result["consistent"]:
-        raise CheckFindings(f"{result['errors']} problem(s) in {store.path}; see the fixes above")
+    if not rep.consistent:
+        raise CheckFindings(f"{rep.errors} problem(s) in {store.path}; see the fixes above")

@@ -41,7 +41,7 @@ def cli(store_dir, domains, org, key_type, profile, passphrase_file, no_root_pas
     from ..core.profiles import load_profile
 
     store = get_store(store_dir)
-    camod._refuse_existing_ca(store)
+    camod.refuse_existing_ca(store)
     if key_type:
         keys.check_key_type(key_type)
     prof = load_profile(profile)

@@ -61,13 +61,13 @@ def cli(store_dir, hosts, sans, ips, key_types, days, profile, replace, batch_fi
         summary = issue_batch(store, batch_file, key_types=list(key_types), days=days, profile=profile,
                               progress=not as_json, replace=replace)
         if as_json:
-            emit_json(summary)
+            emit_json(summary.as_dict())
         else:
-            click.echo(f"Issued {summary['issued']} certificates ({summary['failed']} lines failed).")
-            for f in summary["errors"]:
+            click.echo(f"Issued {summary.issued} certificates ({summary.failed} lines failed).")
+            for f in summary.errors:
                 click.echo(f"  line {f['line']}: {f['error']}", err=True)
-        if summary["failed"]:
-            raise UsageError(f"{summary['failed']} batch line(s) failed; the other lines were issued")
+        if summary.failed:
+            raise UsageError(f"{summary.failed} batch line(s) failed; the other lines were issued")
         return
     if not hosts:
         raise UsageError("no host name given: usage 'mailca issue mail.example.org [--san NAME]...'")

@@ -78,15 +78,7 @@ def cli(store_dir, host, profile, postfix_version, ports, fmt, write_dir, dane_t
         raise UsageError(f"internal: rendering for Postfix {version[0]}.{version[1]} used {problems[0]}")
     text = pf.format_postconf(cfg) if fmt == "postconf" else None
     if write_dir:
-        from ..storage.store import atomic_write, ensure_dir
-
-        ensure_dir(write_dir, 0o755)
-        files = {"main.cf.mailca": pf.format_main(cfg), "master.cf.mailca": pf.format_master(cfg),
-                 pf.POLICY_FILE: pf.format_policy(cfg)}
-        if text is not None:
-            files["postconf.sh"] = text
-        for name, content in files.items():
-            atomic_write(os.path.join(write_dir, name), content.encode(), 0o644)
+        files = pf.write_config_files(cfg, write_dir, postconf_text=text)
         if as_json:
             emit_json({"written": sorted(os.path.join(policy_dir, n) for n in files)})
         else:

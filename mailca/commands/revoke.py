@@ -52,25 +52,25 @@ def cli(store_dir, target, reason, key_type, all_key_types, dry_run, as_json):
     store = get_store(store_dir)
     res = revoke(store, target, reason=reason, key_type=key_type, all_key_types=all_key_types, dry_run=dry_run)
     if as_json:
-        emit_json(res)
+        emit_json(res.as_dict())
         return
-    verb = "Would revoke" if res["dry_run"] else "Revoked"
-    for r in res["revoked"]:
+    verb = "Would revoke" if res.dry_run else "Revoked"
+    for r in res.revoked:
         why = " (same key)" if r["same_key"] else ""
         click.echo(f"{verb} {r['name']} {r['key_type']} v{r['version']} serial {r['serial']}: {r['reason']}{why}")
-    for n in res["notes"]:
+    for n in res.notes:
         click.echo(f"  note: {n}")
-    if res["dry_run"]:
+    if res.dry_run:
         click.echo("Nothing was changed (--dry-run).")
         return
-    c = res["crl"]
-    if not res["revoked"]:
+    c = res.crl
+    if not res.revoked:
         click.echo(f"Nothing new to revoke; CRL #{c['crl_number']} refreshed ({c['revoked']} certificate(s)): {c['pem']}")
         return
     click.echo(f"CRL #{c['crl_number']} lists {c['revoked']} certificate(s), next update {c['next_update']}: {c['pem']}")
-    names = sorted({r["name"] for r in res["revoked"]})
+    names = sorted({r["name"] for r in res.revoked})
     click.echo("Next: the revoked certificate is still in live/ - issue a replacement "
                f"('mailca issue {names[0]}'), reload Postfix/Dovecot, and publish the CRL ('mailca crl --out FILE').")
-    if any(r["reason"] == "keyCompromise" for r in res["revoked"]):
+    if any(r["reason"] == "keyCompromise" for r in res.revoked):
         click.echo("Key compromised: the new certificate gets a new key; publish its TLSA 3 1 1 record and remove "
                    "the old one ('mailca dane').")

@@ -37,12 +37,12 @@ def cli(store_dir, names, all_versions, days_before, as_json):
     store.require_ca()
     if days_before is not None and not (0 <= days_before <= 3650):
         raise UsageError(f"--days-before {days_before} is out of range; give 0..3650 days")
-    policy, ctx = load_policy(store, days_before)
+    policy, prof = load_policy(store, days_before)
     now = certinfo.utcnow()
     entries = store.load_index()["certs"]
     wanted = resolve_names(entries, list(names)) if names else None
     rows = status_rows(entries, now, policy, names=wanted, all_versions=all_versions)
-    w, inter = intermediate_warning(store, now, ctx["profile"].intermediate_warn_days)
+    w, inter = intermediate_warning(store, now, prof.intermediate_warn_days)
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1

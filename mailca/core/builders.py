@@ -25,6 +25,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+__all__ = ["SubjectFields", "Constraints", "signature_hash", "build_root", "build_intermediate", "aki",
+           "build_leaf"]
+
 
 class SubjectFields(NamedTuple):
     """Subject attributes for CA certificates (immutable; NamedTuple: cheap to define)."""
@@ -120,13 +123,13 @@ def build_intermediate(public_key, *, issuer_cert: x509.Certificate, issuer_key,
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_ca_key_usage(), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(_aki(issuer_cert), critical=False)
+        .add_extension(aki(issuer_cert), critical=False)
         .add_extension(constraints.extension(), critical=True)
     )
     return b.sign(issuer_key, signature_hash(issuer_key))
 
 
-def _aki(issuer_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+def aki(issuer_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
     try:
         ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
@@ -163,7 +166,7 @@ def build_leaf(public_key, *, issuer_cert: x509.Certificate, issuer_key, dns_nam
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(_aki(issuer_cert), critical=False)
+        .add_extension(aki(issuer_cert), critical=False)
         # RFC 5280 4.2.1.6: with an empty subject the SAN must be critical.
         .add_extension(x509.SubjectAlternativeName(general), critical=cn is None)
     )

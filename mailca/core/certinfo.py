@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 
+__all__ = ["iso", "parse_iso", "utcnow", "cert_sha256", "colon_hex", "index_entry", "index_entry_from_pem"]
+
 
 def iso(t: _dt.datetime) -> str:
     if t.tzinfo is None:

@@ -13,6 +13,9 @@ import sys
 
 from ..errors import StoreError, UsageError
 
+__all__ = ["ser", "check_key_type", "generate", "key_type_of", "is_rsa", "spki_der", "spki_sha256",
+           "private_pem", "load_private_pem", "load_private", "read_passphrase"]
+
 KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072", "rsa-4096")
 DEFAULT_KEY_TYPE = "ecdsa-p256"
 PASSPHRASE_ENV = "MAILCA_PASSPHRASE"

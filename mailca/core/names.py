@@ -23,6 +23,9 @@ import unicodedata
 
 from ..errors import UsageError
 
+__all__ = ["MAX_NAME", "normalize_dns_name", "normalize_domain", "is_ip_literal", "parse_ip", "within",
+           "to_unicode", "safe_store_name"]
+
 _LDH = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 MAX_NAME = 253
 MAX_LABEL = 63

@@ -18,6 +18,9 @@ from pathlib import Path
 
 from ..errors import UsageError
 
+__all__ = ["Profile", "build_profile", "load_profile", "validate_toml", "read_toml", "read_packaged",
+           "resolve"]
+
 PACKAGE_PROFILES = "mailca.profiles_data"
 
 

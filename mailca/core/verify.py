@@ -13,6 +13,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ..errors import VerificationError
 
+__all__ = ["lint", "check_lint", "verify_server_chain", "verify_ca_pair"]
+
 
 def _ext(cert, cls):
     try:

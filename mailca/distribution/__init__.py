@@ -1,1 +1,4 @@
-"""Getting the root to users: bundle (files + HTML page) and trust install."""
+"""Getting the root to users: :mod:`.bundles` (files + HTML page) and :mod:`.trust` (install
+into system/NSS/Java stores).  Nothing is imported here."""
+
+__all__ = ["bundles", "trust"]

@@ -24,6 +24,9 @@ from pathlib import Path
 
 from ..errors import StoreError, UsageError
 
+__all__ = ["bundle_from_store", "make_bundle", "build_bundle", "root_facts", "root_scope", "Scope",
+           "root_nickname", "colon"]
+
 #: uuid5 namespace for the payload UUIDs of the .mobileconfig (fixed forever: changing it
 #: would make re-downloaded profiles install next to the old ones instead of replacing them).
 PROFILE_NAMESPACE = uuid.UUID("6f1c3a52-8a4e-5b9e-9c7d-6d61696c6361")
@@ -518,3 +521,13 @@ def make_bundle(ca, out: str | os.PathLike) -> dict:
         "root": bundle.facts.as_dict(),
         "files": {kinds[n]: w for n, w in written.items()},
     }
+
+
+def bundle_from_store(store, out: str | os.PathLike) -> dict:
+    """``mailca bundle``: the store's root, written to ``out`` under the store lock (so that
+    a concurrent ``ca renew-intermediate``/``init`` cannot change the CA mid-write)."""
+    from ..issuance.ca import load_ca
+
+    store.require_ca()  # before the lock: a wrong --dir must not create a store
+    with store.lock():
+        return make_bundle(load_ca(store), out)

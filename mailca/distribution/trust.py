@@ -27,6 +27,8 @@ from pathlib import Path
 
 from ..errors import StoreError, UsageError
 
+__all__ = ["Root", "root_from_cert", "load_root_file", "status", "install", "uninstall"]
+
 NSS_TRUST = "C,,"
 TIMEOUT = 120
 

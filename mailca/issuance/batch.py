@@ -18,13 +18,32 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 
 from . import ca as camod
 from ..core import certinfo, keys
 from ..errors import MailcaError, StoreError, UsageError
 
+__all__ = ["BatchResult", "issue_batch", "read_lines", "WORKERS", "FLUSH_EVERY"]
+
 FLUSH_EVERY = 100
 WORKERS = 4  # writer threads (measured: more threads only add GIL and journal contention)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """``issued``: certificates written; ``failed``: lines that failed (``errors``: {line,
+    error}, by line); ``certificates``: {line, name, key_type, serial, not_after, live_dir}.
+    ``as_dict()`` is the ``--json`` output."""
+
+    issued: int
+    failed: int
+    errors: tuple[dict, ...]
+    certificates: tuple[dict, ...]
+
+    def as_dict(self) -> dict:
+        return {"issued": self.issued, "failed": self.failed, "errors": list(self.errors),
+                "certificates": list(self.certificates)}
 
 
 def read_lines(batch_file: str) -> list[tuple[int, list[str]]]:
@@ -55,9 +74,8 @@ def read_lines(batch_file: str) -> list[tuple[int, list[str]]]:
 def issue_batch(store, batch_file: str, *, key_types: list[str] | None = None, days: int | None = None,
                 profile: str | None = None, progress: bool = True, durable: bool = True,
                 flush_every: int = FLUSH_EVERY, lines: list[tuple[int, list[str]]] | None = None,
-                replace: bool = False) -> dict:
-    """Issue one certificate (per key type) for each line; returns
-    ``{"issued": n_certs, "failed": n_lines, "errors": [{line, error}], "certificates": [...]}``."""
+                replace: bool = False) -> BatchResult:
+    """Issue one certificate (per key type) for each line (see :class:`BatchResult`)."""
     ca = camod.load_ca(store)
     prof = camod.profile_for(ca, profile)
     kts = camod.resolve_key_types(prof, list(key_types or []))
@@ -108,11 +126,10 @@ def issue_batch(store, batch_file: str, *, key_types: list[str] | None = None, d
     return _finish(out)
 
 
-def _finish(out: dict) -> dict:
+def _finish(out: dict) -> BatchResult:
     out["errors"].sort(key=lambda e: e["line"])
-    out["failed"] = len(out["errors"])
     out["certificates"].sort(key=lambda c: (c["line"], c["key_type"]))
-    return out
+    return BatchResult(out["issued"], len(out["errors"]), tuple(out["errors"]), tuple(out["certificates"]))
 
 
 
@@ -138,20 +155,22 @@ def _pipeline(store, ca, prof, kts, ndays, valid, out, *, durable, flush_every, 
     written under one mutex every ``flush_every`` certificates and at the end."""
     import threading
 
+    from ..storage.index import Index
+
     parts = _partition(valid, workers or WORKERS)
-    idx = store.load_index()
+    idx = Index.load(store)
     mutex = threading.Lock()
     state = {"pending": []}
     failure: list[BaseException] = []
 
     def flush_locked():
         if state["pending"]:
-            idx["certs"].extend(state["pending"])
+            idx.extend(state["pending"])
             state["pending"] = []
-            store.save_index(idx, durable=durable)
+            idx.save(durable=durable)
 
     def work(items):
-        local = {"certs": []}
+        local = Index(store)  # this worker's entries; the shared index gets them at the next flush
         try:
             for no, dns, ips in items:
                 if failure:
@@ -212,7 +231,7 @@ def _pipeline(store, ca, prof, kts, ndays, valid, out, *, durable, flush_every, 
         raise exc
 
 
-def timed_issue_batch(*args, **kw) -> tuple[dict, float]:  # used by the benchmark
+def timed_issue_batch(*args, **kw) -> tuple[BatchResult, float]:  # used by the benchmark
     t = time.perf_counter()
     r = issue_batch(*args, **kw)
     return r, time.perf_counter() - t

@@ -15,33 +15,40 @@ from pathlib import Path
 
 from ..core import builders, certinfo, keys, names as namesmod, verify
 from ..errors import StoreError, UsageError
-from ..core.profiles import Profile, build_profile, load_profile
+from ..core.profiles import Profile, load_profile
+from ..storage.castate import CA_META, CAState, load_castate, write_castate
+from ..storage.index import Index
 from ..storage.store import Store
 
-CA_META = "ca.json"
+__all__ = ["CA", "CA_META", "IssueRequest", "Issued", "load_ca", "init_ca", "issue", "sign_csr", "load_csr",
+           "sign_leaf", "commit_version", "commit_csr_version", "normalize_request", "resolve_days",
+           "resolve_key_types", "profile_for", "refuse_silent_replacement", "refuse_existing_ca", "new_serial",
+           "version_files"]
 
 
 # ------------------------------------------------------------------ loading
 class CA:
     """A loaded CA: certificates and metadata; the intermediate key is read on first use."""
 
-    def __init__(self, store: Store, meta: dict, root, intermediate, intermediate_key=None):
+    def __init__(self, store: Store, state: CAState, root, intermediate, intermediate_key=None):
         self.store = store
-        self.meta = meta
+        self.state = state
         self.root = root  # x509.Certificate
         self.intermediate = intermediate
         self._intermediate_key = intermediate_key
 
     @property
+    def meta(self) -> dict:
+        """ca.json as read (prefer the typed :attr:`state`)."""
+        return self.state.raw
+
+    @property
     def domains(self) -> list[str]:
-        return list(self.meta["domains"])
+        return list(self.state.domains)
 
     @property
     def profile(self) -> Profile:
-        data = self.meta.get("profile_data")
-        if not data:
-            return build_profile(self.meta.get("profile", "default"), {})
-        return build_profile(self.meta.get("profile", "default"), data, merged=True)
+        return self.state.profile()
 
     @property
     def intermediate_key(self):
@@ -57,7 +64,7 @@ class CA:
         return keys.load_private(str(self.store.ca_file("root.key")), passphrase)
 
     def constraints(self) -> builders.Constraints:
-        return builders.Constraints(tuple(self.domains), tuple(self.meta.get("permitted_ip_ranges", [])))
+        return builders.Constraints(tuple(self.domains), self.state.permitted_ip_ranges)
 
 
 def _load_cert(path: Path):
@@ -77,25 +84,19 @@ def _load_cert(path: Path):
 
 def load_ca(store: Store) -> CA:
     store.require_ca()
-    try:
-        meta = json.loads(store.ca_file(CA_META).read_text())
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-        if not isinstance(meta.get("domains"), list) or not meta["domains"]:
-            raise ValueError("no domains")
-    except (ValueError, OSError) as exc:
-        raise StoreError(f"{store.ca_file(CA_META)} is corrupt ({exc}); restore it from a backup") from None
-    return CA(store, meta, _load_cert(store.ca_file("root.crt")), _load_cert(store.ca_file("intermediate.crt")))
+    state = load_castate(store)
+    return CA(store, state, _load_cert(store.ca_file("root.crt")), _load_cert(store.ca_file("intermediate.crt")))
 
 
 # --------------------------------------------------------------------- init
-def _serial() -> int:
+def new_serial() -> int:
     from cryptography import x509
 
     return x509.random_serial_number()  # 159 random bits: positive, <= 20 octets
 
 
-def _refuse_existing_ca(store: Store) -> None:
+def refuse_existing_ca(store: Store) -> None:
+    """StoreError unless ``store`` is free for a new CA (no ca.json, no CA leftovers)."""
     if store.exists():
         raise StoreError(f"a CA already exists in {store.path}; refusing to overwrite it (use another --dir)")
     left = store.ca_leftovers()
@@ -109,7 +110,7 @@ def _refuse_existing_ca(store: Store) -> None:
 
 def init_ca(store: Store, *, domains: list[str], org: str, profile: Profile, passphrase: bytes | None,
             key_type: str | None = None, now: _dt.datetime | None = None) -> CA:
-    _refuse_existing_ca(store)
+    refuse_existing_ca(store)
     doms = []
     for d in domains:
         nd = namesmod.normalize_domain(d)
@@ -139,13 +140,13 @@ def init_ca(store: Store, *, domains: list[str], org: str, profile: Profile, pas
     root = builders.build_root(
         root_key, common_name=f"{label} Root CA", subject=subject, constraints=constraints,
         not_before=now - _dt.timedelta(minutes=profile.backdate_minutes),
-        not_after=now + _dt.timedelta(days=profile.root_days), serial=_serial(),
+        not_after=now + _dt.timedelta(days=profile.root_days), serial=new_serial(),
     )
     inter = builders.build_intermediate(
         int_key.public_key(), issuer_cert=root, issuer_key=root_key, common_name=f"{label} Mail Intermediate CA",
         subject=subject, constraints=constraints,
         not_before=now - _dt.timedelta(minutes=profile.backdate_minutes),
-        not_after=min(now + _dt.timedelta(days=profile.intermediate_days), root.not_valid_after_utc), serial=_serial(),
+        not_after=min(now + _dt.timedelta(days=profile.intermediate_days), root.not_valid_after_utc), serial=new_serial(),
     )
     verify.check_lint(root, "root", max_days=profile.root_days)
     verify.check_lint(inter, "intermediate", max_days=profile.intermediate_days)
@@ -157,7 +158,7 @@ def init_ca(store: Store, *, domains: list[str], org: str, profile: Profile, pas
     probe_key = keys.generate("ecdsa-p256")
     probe = builders.build_leaf(
         probe_key.public_key(), issuer_cert=inter, issuer_key=int_key, dns_names=[probe_name],
-        ip_addresses=[], not_before=now - _dt.timedelta(minutes=1), not_after=now + _dt.timedelta(days=1), serial=_serial(),
+        ip_addresses=[], not_before=now - _dt.timedelta(minutes=1), not_after=now + _dt.timedelta(days=1), serial=new_serial(),
     )
     verify.verify_server_chain(probe, [inter], root, [probe_name], now=now)
 
@@ -174,7 +175,7 @@ def init_ca(store: Store, *, domains: list[str], org: str, profile: Profile, pas
         "root_encrypted": bool(passphrase),
     }
     with store.lock():
-        _refuse_existing_ca(store)
+        refuse_existing_ca(store)
         from ..storage.store import ensure_dir
 
         ensure_dir(store.ca_dir, durable=True)
@@ -182,10 +183,10 @@ def init_ca(store: Store, *, domains: list[str], org: str, profile: Profile, pas
         store.write_file(store.ca_file("intermediate.key"), keys.private_pem(int_key), private=True)
         store.write_file(store.ca_file("root.crt"), root.public_bytes(pem))
         store.write_file(store.ca_file("intermediate.crt"), inter.public_bytes(pem))
-        store.write_file(store.ca_file(CA_META), (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())
+        state = write_castate(store, meta)
         if not store.index_path.exists():
-            store.save_index({"certs": []})
-    return CA(store, meta, root, inter, int_key)
+            Index.rebuild(store)
+    return CA(store, state, root, inter, int_key)
 
 
 # -------------------------------------------------------------------- issue
@@ -253,7 +254,7 @@ def normalize_request(ca: CA, profile: Profile, hosts: list[str], sans: list[str
         a = namesmod.parse_ip(raw)
         if not profile.allow_ip:
             raise UsageError(f"--ip {raw!r}: this profile does not allow IP addresses (set leaf.allow_ip and ca.permitted_ip_ranges)")
-        ranges = [ipaddress.ip_network(r, strict=False) for r in ca.meta.get("permitted_ip_ranges", [])]
+        ranges = [ipaddress.ip_network(r, strict=False) for r in ca.state.permitted_ip_ranges]
         if not any(ipaddress.ip_address(a) in r for r in ranges):
             raise UsageError(
                 f"--ip {raw!r} is outside the CA's permitted IP ranges ({', '.join(map(str, ranges)) or 'none'}); "
@@ -301,7 +302,7 @@ def sign_leaf(ca: CA, public_key, *, dns: list[str], ips: list[str], days: int, 
     cert = builders.build_leaf(
         public_key, issuer_cert=ca.intermediate, issuer_key=ca.intermediate_key, dns_names=dns, ip_addresses=ips,
         not_before=now - _dt.timedelta(minutes=profile.backdate_minutes), not_after=not_after,
-        serial=_serial(), crl_url=profile.crl_url or None,
+        serial=new_serial(), crl_url=profile.crl_url or None,
     )
     verify.check_lint(cert, "leaf", max_days=days + profile.backdate_minutes / 1440)
     verify.verify_server_chain(cert, [ca.intermediate], ca.root, dns + ips, now=now)
@@ -335,20 +336,22 @@ def profile_for(ca: CA, profile_name: str | None) -> Profile:
 
 
 def commit_version(store: Store, ca: CA, *, name: str, key_type: str, key, cert, profile: Profile, source: str,
-                   key_pem: bytes | None = None, durable: bool = True, index: dict | None = None,
+                   key_pem: bytes | None = None, durable: bool = True, index: Index | None = None,
                    save_index: bool = True) -> Issued:
-    """Write a verified certificate as a new version, record it in the index, swap live."""
+    """Write a verified certificate as a new version, record it in ``index`` (the store's,
+    loaded if None), write the index unless ``save_index`` is False (the caller saves it
+    later; the journal covers a crash meanwhile), swap live."""
     files = version_files(key, cert, ca.intermediate, ca.root, key_pem=key_pem)
     meta = {"name": name, "key_type": key_type, "profile": profile.name, "source": source}
     files["meta.json"] = ((json.dumps(meta, sort_keys=True) + "\n").encode(), False)
     # Read the index before the first write: a corrupt index must stop us with nothing written.
-    idx = index if index is not None else store.load_index()
+    idx = index if index is not None else Index.load(store)
     version, vdir = store.write_version(name, key_type, files, durable=durable)
     entry = certinfo.index_entry(cert, name=name, key_type=key_type, path=store.relpath(vdir), version=version,
                                  profile=profile.name, source=source)
-    idx["certs"].append(entry)
+    idx.add(entry)
     if save_index:
-        store.save_index(idx, durable=durable)
+        idx.save(durable=durable)
     store.set_live(name, key_type, version)
     return Issued(entry, store.live_dir(name, key_type), vdir, cert)
 
@@ -358,7 +361,7 @@ def refuse_silent_replacement(store: Store, name: str, key_type: str, *, what: s
     a new key breaks published TLSA 3 1 1 records, and a shorter name list breaks clients
     that use the dropped names; a CSR-signed version would leave live/ without key.pem.
     Called under the lock; ``--replace`` skips it."""
-    cur = store.current_entry(name, key_type)
+    cur = Index.load(store).current(name, key_type)
     if cur is None or cur.get("status") == "revoked":
         return
     raise UsageError(
@@ -441,7 +444,7 @@ def sign_csr(store: Store, csr_path: str, *, extra_sans: list[str], ips: list[st
     now = now or certinfo.utcnow()
     cert = sign_leaf(ca, pub, dns=dns, ips=addrs, days=days, profile=profile, now=now)
     with store.lock():
-        cur = store.current_entry(dns[0], kt)
+        cur = Index.load(store).current(dns[0], kt)
         # Re-signing a CSR for a CSR lineage is how such a certificate is renewed; replacing a
         # store-key lineage would leave live/ without key.pem and keyfullchain.pem.
         if not replace and cur is not None and cur.get("source") != "csr":
@@ -458,11 +461,11 @@ def commit_csr_version(store: Store, ca: CA, name: str, kt: str, cert, profile: 
         "fullchain-root.pem": (c + i + r, False),
         "meta.json": ((json.dumps({"name": name, "key_type": kt, "profile": profile.name, "source": "csr"}) + "\n").encode(), False),
     }
-    idx = store.load_index()  # before the first write: a corrupt index must stop us with nothing written
+    idx = Index.load(store)  # before the first write: a corrupt index must stop us with nothing written
     version, vdir = store.write_version(name, kt, files)
     entry = certinfo.index_entry(cert, name=name, key_type=kt, path=store.relpath(vdir), version=version,
                                  profile=profile.name, source="csr")
-    idx["certs"].append(entry)
-    store.save_index(idx)
+    idx.add(entry)
+    idx.save()
     store.set_live(name, kt, version)
     return Issued(entry, store.live_dir(name, kt), vdir, cert)

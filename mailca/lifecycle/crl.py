@@ -48,6 +48,10 @@ from pathlib import Path
 from ..core import certinfo
 from ..errors import StoreError, UsageError
 
+__all__ = ["REASON_CODES", "generate", "write_crl_locked", "build_crl_der", "bulk_objects", "crl_dir",
+           "next_number", "read_journal", "write_journal", "journal_record", "journal_from_index",
+           "crl_entries_from_journal", "entries_from_journal_records", "der_time_from_iso"]
+
 CRL_DIR = "crl"
 STATE_FILE = "state.json"
 CRL_BASENAME = "intermediate.crl"
@@ -161,7 +165,7 @@ def build_crl_der(issuer_cert, issuer_key, revoked, *, this_update: _dt.datetime
     """A signed v2 CRL (DER).  ``revoked``: iterable of (serial, DER Time, reason code)."""
     from cryptography import x509
 
-    from ..core.builders import _aki, signature_hash
+    from ..core.builders import aki, signature_hash
 
     h = signature_hash(issuer_key)
     template = (
@@ -169,7 +173,7 @@ def build_crl_der(issuer_cert, issuer_key, revoked, *, this_update: _dt.datetime
         .issuer_name(issuer_cert.subject)
         .last_update(this_update)
         .next_update(next_update)
-        .add_extension(_aki(issuer_cert), critical=False)
+        .add_extension(aki(issuer_cert), critical=False)
         .add_extension(x509.CRLNumber(number), critical=False)
         .sign(issuer_key, h)
     )
@@ -281,14 +285,14 @@ def next_number(store) -> int:
     return last + 1
 
 
-def revoked_list(index: dict) -> tuple[list[tuple[int, bytes, int]], list[str]]:
+def revoked_list(entries: list[dict]) -> tuple[list[tuple[int, bytes, int]], list[str]]:
     """(serial, DER revocationDate, reason code) for every revoked index entry, sorted by
     serial.  One tight pass: this runs over every revoked certificate of the store."""
     warnings: list[str] = []
     out: dict[int, tuple[int, bytes, int]] = {}
     times: dict[str, bytes] = {}
     codes = REASON_CODES
-    for e in index["certs"]:
+    for e in entries:
         if e.get("status") != "revoked":
             continue
         try:
@@ -492,10 +496,10 @@ def write_journal(store, journal: dict[int, dict]) -> None:
     store.write_file(journal_path(store), encode_journal(journal), private=True)
 
 
-def journal_from_index(index: dict) -> dict[int, dict]:
+def journal_from_index(entries: list[dict]) -> dict[int, dict]:
     """Journal records for every revoked index entry (used once, when a store has no journal)."""
     out: dict[int, dict] = {}
-    for e in index["certs"]:
+    for e in entries:
         if e.get("status") == "revoked":
             try:
                 rec = journal_record(e)
@@ -566,16 +570,16 @@ def write_crl_locked(store, ca, *, now: _dt.datetime | None = None, entries=None
     from ..core.builders import signature_hash
     from ..storage.store import ensure_dir
 
-    store._require_lock()
+    store.require_lock()
     now = now or certinfo.utcnow()
     warnings = list(warnings)
     if entries is None:
         entries = crl_entries_from_journal(store)
         if entries is None:  # a store from before the journal: derive it from the index once
-            idx = store.load_index()
-            _, warnings_idx = revoked_list(idx)
+            entries_idx = store.load_index()["certs"]
+            _, warnings_idx = revoked_list(entries_idx)
             warnings += warnings_idx
-            journal = journal_from_index(idx)
+            journal = journal_from_index(entries_idx)
             if journal:
                 write_journal(store, journal)
             entries = entries_from_journal_records(journal)

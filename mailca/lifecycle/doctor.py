@@ -27,7 +27,10 @@ from pathlib import Path
 
 from ..core import keys
 from ..errors import MailcaError, StoreError
+from ..storage.index import Index, live_targets
 from ..storage.store import INTENT, TMP_PREFIX, Store
+
+__all__ = ["Finding", "DoctorReport", "check", "diagnose", "fix", "as_json", "rebuild_index"]
 
 PRIVATE_FILES = ("key.pem", "keyfullchain.pem", "keyfullchain-root.pem")
 REQUIRED_FIELDS = ("serial", "name", "key_type", "not_before", "not_after", "path", "version")
@@ -184,6 +187,7 @@ class Doctor:
             return
         self.check_mode(s.certs_dir, directory=True)
         indexed = {e["path"] for e in entries} if entries is not None else None
+        targets = live_targets(entries) if entries is not None else {}
         for lineage in sorted(s.certs_dir.glob("*/*")):
             if not lineage.is_dir() or lineage.name.startswith(TMP_PREFIX):
                 continue
@@ -200,14 +204,14 @@ class Doctor:
                     continue
                 rel = s.relpath(vdir)
                 if rel not in indexed:
-                    if s._entry_from_version_dir(vdir) is not None:
+                    if s.entry_from_version_dir(vdir) is not None:
                         self.add("pending", vdir, "complete version not in the index yet (interrupted issue/renew)",
                                  "none needed: the next mailca command (or 'mailca doctor --fix') adds it")
                     else:
                         self.add("warning", vdir, "incomplete archive version, not in the index and unused",
                                  f"remove it: rm -r {vdir}")
             link = lineage / "live"
-            want = s._live_target({"certs": entries}, lineage) if entries is not None else None
+            want = targets.get(s.relpath(lineage))
             if not os.path.lexists(link):
                 if want:
                     self.add("pending", link, "missing (interrupted first issue)",
@@ -270,11 +274,10 @@ def rebuild_index(store: Store) -> list[str]:
         actions.append(f"moved the corrupt index to {keep}")
     entries = []
     for vdir in sorted(store.certs_dir.glob("*/*/archive/[0-9]*")) if store.certs_dir.exists() else []:
-        e = store._entry_from_version_dir(vdir)
+        e = store.entry_from_version_dir(vdir)
         if e is not None:
             entries.append(e)
-    store._index_cache = None
-    store.save_index({"certs": entries})
+    Index.rebuild(store, entries)
     actions.append(f"rebuilt index.json from {len(entries)} archive versions")
     # The archive knows nothing of revocations; the revocation journal (crl/revocations.tsv)
     # does, so the rebuilt index gets its marks back.
@@ -316,3 +319,36 @@ def as_json(findings: list[Finding], fixed: list[str] | None = None) -> dict:
             "pending": sum(1 for f in findings if f.level == "pending"),
             "warnings": sum(1 for f in findings if f.level == "warning"),
             "findings": [asdict(f) for f in findings], "fixed": fixed or []}
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    """One ``mailca doctor`` run: what was repaired (``--fix``) and what is still found."""
+
+    findings: tuple[Finding, ...]
+    fixed: tuple[str, ...] = ()
+
+    def count(self, level: str) -> int:
+        return sum(1 for f in self.findings if f.level == level)
+
+    @property
+    def errors(self) -> int:
+        return self.count("error")
+
+    @property
+    def pending(self) -> int:
+        return self.count("pending")
+
+    @property
+    def consistent(self) -> bool:
+        return self.errors == 0
+
+    def as_dict(self) -> dict:
+        """The documented ``--json`` output."""
+        return as_json(list(self.findings), list(self.fixed))
+
+
+def check(store: Store, *, repair: bool = False) -> DoctorReport:
+    """``repair``: :func:`fix` first (under the lock); then diagnose."""
+    fixed = fix(store) if repair else []
+    return DoctorReport(tuple(diagnose(store)), tuple(fixed))

@@ -1,4 +1,5 @@
-"""Certificate lifecycle: states, "what is due", renewal, deploy hooks, intermediate renewal.
+"""Certificate lifecycle: states, "what is due", renewal, deploy hooks (the intermediate CA's
+renewal lives in :mod:`mailca.lifecycle.intermediate`, key rollover in :mod:`mailca.lifecycle.rekey`).
 
 States (computed from the index only, never by parsing certificates, so that ``status``
 and ``renew --dry-run`` over 10,000 certificates stay fast):
@@ -26,21 +27,17 @@ import subprocess
 from dataclasses import dataclass, field
 
 from ..core import certinfo
-from ..errors import HookError, MailcaError, StoreError, UsageError, VerificationError
+from ..errors import HookError, MailcaError, StoreError, UsageError
+from ..storage.index import Index, current_by_lineage as lineages
+
+__all__ = ["Policy", "RenewResult", "renew", "load_policy", "intermediate_warning", "status_rows",
+           "resolve_names", "days_left", "lineages"]
 
 HOOK_TIMEOUT = 600
 
 
 # ----------------------------------------------------------------- states
-def lineages(entries: list[dict]) -> dict[tuple[str, str], dict]:
-    """(name, key type) -> the newest entry of that lineage (whatever its status)."""
-    cur: dict[tuple[str, str], dict] = {}
-    for e in entries:
-        k = (e.get("name"), e.get("key_type"))
-        best = cur.get(k)
-        if best is None or e.get("version", 0) > best.get("version", 0):
-            cur[k] = e
-    return cur
+# lineages(entries): (name, key type) -> the current entry of that lineage (storage.index)
 
 
 @dataclass(frozen=True)
@@ -240,27 +237,14 @@ class RenewResult:
                 "hooks": self.hooks, "warnings": self.warnings, "dry_run": self.dry_run}
 
 
-def load_policy(store, days_before: int | None) -> tuple[Policy, dict]:
-    """The renewal policy from the CA's profile (ca.json), read without loading any certificate."""
-    from ..core.profiles import build_profile
+def load_policy(store, days_before: int | None):
+    """(Policy, Profile): the renewal policy and the CA's profile snapshot (ca.json), read
+    without loading any certificate."""
+    from ..storage.castate import load_castate
 
-    try:
-        meta = json.loads(store.ca_file("ca.json").read_text())
-    except FileNotFoundError:
-        store.require_ca()
-        raise StoreError(f"{store.ca_file('ca.json')} is missing; restore it from a backup") from None
-    except PermissionError:
-        raise StoreError(f"cannot read {store.ca_file('ca.json')}: permission denied (run as the store's owner)") from None
-    except (ValueError, OSError) as exc:
-        raise StoreError(f"{store.ca_file('ca.json')} is corrupt ({exc}); restore it from a backup") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("profile_data", {}), dict):
-        raise StoreError(f"{store.ca_file('ca.json')} is corrupt (not a JSON object with a profile); restore it from a backup")
-    data = meta.get("profile_data")
-    if data:
-        prof = build_profile(meta.get("profile", "default"), data, merged=True)
-    else:
-        prof = build_profile(meta.get("profile", "default"), {})
-    return Policy(prof.renew_fraction, days_before), {"meta": meta, "profile": prof}
+    state = load_castate(store)
+    prof = state.profile()
+    return Policy(prof.renew_fraction, days_before), prof
 
 
 def intermediate_warning(store, now: _dt.datetime, warn_days: int) -> tuple[str | None, dict]:
@@ -339,8 +323,7 @@ def renew(store, *, names: list[str] | None = None, days_before: int | None = No
     now = now or certinfo.utcnow()
     if days_before is not None and not (0 <= days_before <= 3650):
         raise UsageError(f"--days-before {days_before} is out of range; give 0..3650 days")
-    policy, ctx = load_policy(store, days_before)
-    prof = ctx["profile"]
+    policy, prof = load_policy(store, days_before)
     parsed_hooks = parse_hooks(list(hooks))
     res = RenewResult(dry_run=dry_run)
     warn, _ = intermediate_warning(store, now, prof.intermediate_warn_days)
@@ -373,7 +356,7 @@ def renew(store, *, names: list[str] | None = None, days_before: int | None = No
             return res
         ca = camod.load_ca(store)
         int_after = ca.intermediate.not_valid_after_utc
-        idx = store.load_index()
+        idx = Index.load(store)
         try:
             _renew_each(store, ca, prof, due, res, idx, now=now, new_key=new_key, int_after=int_after,
                         on_renewed=on_renewed)
@@ -382,7 +365,7 @@ def renew(store, *, names: list[str] | None = None, days_before: int | None = No
                              f"{len(res.renewed)} were renewed before; run 'mailca doctor'") from None
         finally:
             if res.renewed:
-                store.save_index(idx)  # the journal covers a crash before this (recovery re-indexes)
+                idx.save()  # the journal covers a crash before this (recovery re-indexes)
     if res.renewed and parsed_hooks:
         res.hooks = run_hooks(parsed_hooks, store, res.renewed)
     return res
@@ -424,7 +407,7 @@ def _renew_each(store, ca, prof, due, res, idx, *, now, new_key, int_after, on_r
                                           save_index=False)
             since_flush += 1
             if since_flush >= 50:  # rewriting the whole index per renewal would be O(n^2)
-                store.save_index(idx)
+                idx.save()
                 since_flush = 0
             d = issued.as_dict(store)
             d["previous_serial"] = e["serial"]
@@ -452,119 +435,3 @@ def _explicit_revoked(skipped: list[dict], wanted: list[str] | None, entries: li
         if s["name"] in wanted and s["name"] not in alive:
             raise UsageError(f"{s['name']} ({s['key_type']}) is {s['reason']} and will not be renewed; "
                              f"issue a new certificate with 'mailca issue {s['name']}'")
-
-
-# ------------------------------------------------------ intermediate renewal
-def _subject_fields(cert):
-    from cryptography.x509.oid import NameOID
-
-    from ..core.builders import SubjectFields
-
-    def get(oid):
-        v = cert.subject.get_attributes_for_oid(oid)
-        return v[0].value if v else ""
-
-    return SubjectFields(organization=get(NameOID.ORGANIZATION_NAME), organizational_unit=get(NameOID.ORGANIZATIONAL_UNIT_NAME),
-                         country=get(NameOID.COUNTRY_NAME), state=get(NameOID.STATE_OR_PROVINCE_NAME),
-                         locality=get(NameOID.LOCALITY_NAME)), get(NameOID.COMMON_NAME)
-
-
-def _constraints_of(cert):
-    from cryptography import x509
-
-    from ..core.builders import Constraints
-
-    nc = cert.extensions.get_extension_for_class(x509.NameConstraints).value
-    doms = tuple(g.value for g in (nc.permitted_subtrees or []) if isinstance(g, x509.DNSName))
-    ips = tuple(str(g.value) for g in (nc.permitted_subtrees or []) if isinstance(g, x509.IPAddress))
-    c = Constraints(doms, ips)
-    if c.extension() != nc:
-        raise StoreError("the intermediate's name constraints have a form mailca did not create; refusing to renew it")
-    return c
-
-
-def renew_intermediate(store, passphrase: bytes | None, *, days: int | None = None, dry_run: bool = False,
-                       now: _dt.datetime | None = None) -> dict:
-    """Re-certify the intermediate's key: same key, subject and name constraints, new validity.
-
-    Existing leaves keep chaining (same issuer name and key, same SKI); DANE 2 1 1 (SPKI of the
-    intermediate) stays valid; 2 0 1 (hash of the whole certificate) changes."""
-    import hashlib
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    from ..core import builders, keys, verify
-    from ..issuance import ca as camod
-
-    now = now or certinfo.utcnow()
-    ca = camod.load_ca(store)
-    prof = ca.profile
-    if days is not None and not (30 <= days <= prof.intermediate_days):
-        raise UsageError(f"--days {days} is outside 30..{prof.intermediate_days} allowed by profile {prof.name!r}")
-    days = days or prof.intermediate_days
-    if ca.root.not_valid_after_utc <= now + _dt.timedelta(days=30):
-        raise StoreError(f"the root CA expires {certinfo.iso(ca.root.not_valid_after_utc)}; a new intermediate would be useless - "
-                         "create a new CA ('mailca init' in another --dir) and roll users over")
-    root_key = ca.root_key(passphrase)
-    if keys.spki_der(root_key.public_key()) != keys.spki_der(ca.root.public_key()):
-        raise StoreError(f"{store.ca_file('root.key')} does not match root.crt; restore both from a backup")
-    int_key = ca.intermediate_key  # checks it matches intermediate.crt
-    old = ca.intermediate
-    subject, cn = _subject_fields(old)
-    constraints = _constraints_of(old)
-    not_after = min(now + _dt.timedelta(days=days), ca.root.not_valid_after_utc)
-    new = builders.build_intermediate(
-        int_key.public_key(), issuer_cert=ca.root, issuer_key=root_key, common_name=cn, subject=subject,
-        constraints=constraints, not_before=now - _dt.timedelta(minutes=prof.backdate_minutes), not_after=not_after,
-        serial=camod._serial(),
-    )
-    verify.check_lint(new, "intermediate", max_days=days + prof.backdate_minutes / 1440)
-    verify.verify_ca_pair(new, ca.root)
-    if new.subject != old.subject or new.extensions.get_extension_for_class(x509.NameConstraints) != \
-            old.extensions.get_extension_for_class(x509.NameConstraints):
-        raise VerificationError("renewed intermediate differs from the old one in subject or name constraints")
-    # Every current leaf must still chain through the renewed intermediate.
-    checked = 0
-    for e in lineages(store.load_index()["certs"]).values():
-        if e.get("status") == "revoked" or certinfo.parse_iso(e["not_after"]) <= now:
-            continue
-        p = store.version_path(e) / "cert.pem"
-        try:
-            leaf = x509.load_pem_x509_certificate(p.read_bytes())
-        except (OSError, ValueError):
-            continue
-        verify.verify_server_chain(leaf, [new], ca.root, list(e.get("names", []) + e.get("ips", [])), now=now)
-        checked += 1
-    pem = serialization.Encoding.PEM
-    der = serialization.Encoding.DER
-    spki = keys.spki_sha256(int_key.public_key())
-    old_201 = hashlib.sha256(old.public_bytes(der)).hexdigest()
-    new_201 = hashlib.sha256(new.public_bytes(der)).hexdigest()
-    info = {
-        "dry_run": dry_run,
-        "old": {"serial": format(old.serial_number, "x"), "not_after": certinfo.iso(old.not_valid_after_utc),
-                "tlsa_2_0_1": f"2 0 1 {old_201}"},
-        "new": {"serial": format(new.serial_number, "x"), "not_before": certinfo.iso(new.not_valid_before_utc),
-                "not_after": certinfo.iso(new.not_valid_after_utc), "tlsa_2_0_1": f"2 0 1 {new_201}",
-                "path": str(store.ca_file("intermediate.crt"))},
-        "tlsa_2_1_1": f"2 1 1 {spki}",
-        "key_kept": True,
-        "leaves_checked": checked,
-        "name_constraints": list(constraints.domains) + list(constraints.ip_ranges),
-    }
-    if dry_run:
-        return info
-    with store.lock():
-        from ..storage.store import ensure_dir
-
-        cur = store.ca_file("intermediate.crt").read_bytes()
-        if cur != old.public_bytes(pem):
-            raise StoreError("intermediate.crt changed while renewing (another mailca running?); run the command again")
-        archive = store.ca_dir / "archive"
-        ensure_dir(archive, durable=True)
-        store.write_file(archive / f"intermediate-{format(old.serial_number, 'x')}.crt", cur)
-        store.write_file(store.ca_file("intermediate.crt"), new.public_bytes(pem))
-        info["old"]["archived_as"] = str(archive / f"intermediate-{format(old.serial_number, 'x')}.crt")
-    return info
-

@@ -40,6 +40,9 @@ from dataclasses import dataclass, field
 from ..core import certinfo
 from .crl import REASON_CODES
 from ..errors import UsageError
+from ..storage.index import Index
+
+__all__ = ["REASON_CODES", "Plan", "RevokeResult", "plan", "revoke", "reapply_journal", "reconcile"]
 
 # Reasons accepted for a server certificate, in the order the help lists them.
 LEAF_REASONS = ("unspecified", "keyCompromise", "superseded", "cessationOfOperation", "affiliationChanged",
@@ -116,6 +119,24 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class RevokeResult:
+    """What ``revoke`` did (or would do): rows for the revoked and already-revoked
+    certificates (serial, name, names, key_type, version, not_after, revoked_at, reason,
+    same_key), the refreshed CRL (None for a dry run) and notes.  ``as_dict()`` is the
+    documented ``--json`` output."""
+
+    dry_run: bool
+    revoked: tuple[dict, ...]
+    already_revoked: tuple[dict, ...]
+    crl: dict | None
+    notes: tuple[str, ...]
+
+    def as_dict(self) -> dict:
+        return {"dry_run": self.dry_run, "revoked": list(self.revoked), "already_revoked": list(self.already_revoked),
+                "crl": self.crl, "notes": list(self.notes)}
+
+
 def _serial_of(e: dict) -> int | None:
     try:
         return int(e["serial"], 16)
@@ -137,12 +158,12 @@ def _already(p: Plan, e: dict, reason: str, explicit: bool) -> None:
                    f"{e.get('revoked_at', '?')} ({old})")
 
 
-def plan(index: dict, ca, kind: str, target, *, reason: str, key_type: str | None = None,
+def plan(index, ca, kind: str, target, *, reason: str, key_type: str | None = None,
          all_key_types: bool = False, explicit_reason: bool = True) -> Plan:
     """Pick the index entries to revoke (raises UsageError with one line if none fits).
     Certificates revoked before land in ``Plan.already`` (not an error, unless
     ``explicit_reason`` names a different reason)."""
-    certs = index["certs"]
+    certs = index.entries
     p = Plan()
     if kind == "serial":
         if key_type or all_key_types:
@@ -172,11 +193,9 @@ def plan(index: dict, ca, kind: str, target, *, reason: str, key_type: str | Non
             known = sorted({str(e.get("name")) for e in certs})
             listing = ", ".join(known[:5]) + (" ..." if len(known) > 5 else "") if known else "none yet"
             raise UsageError(f"no certificate named {name}; names in this store: {listing}")
-        lineages: dict[str, dict] = {}
-        for e in mine:
-            kt = e.get("key_type", "?")
-            if kt not in lineages or e.get("version", 0) > lineages[kt].get("version", 0):
-                lineages[kt] = e
+        from ..storage.index import current_by_lineage
+
+        lineages = {kt or "?": e for (_, kt), e in current_by_lineage(mine).items()}
         if key_type:
             from ..core.keys import check_key_type
 
@@ -205,23 +224,21 @@ def plan(index: dict, ca, kind: str, target, *, reason: str, key_type: str | Non
     return p
 
 
-def reconcile(index: dict, journal: dict[int, dict]) -> list[str]:
+def reconcile(index, journal: dict[int, dict]) -> list[str]:
     """Make index and journal agree (after a crash between the two writes, or an index
     rebuilt from the archive): revoked in either means revoked in both.  Returns notes."""
     from .crl import journal_record
 
     notes = []
     by_serial = {}
-    for e in index["certs"]:
+    for e in index.entries:
         s = _serial_of(e)
         if s is not None:
             by_serial[s] = e
     for s, rec in journal.items():
         e = by_serial.get(s)
         if e is not None and e.get("status") != "revoked":
-            e["status"] = "revoked"
-            e["revoked_at"] = rec["revoked_at"]
-            e["revocation_reason"] = rec["reason"]
+            index.mark_revoked(e, at=rec["revoked_at"], reason=rec["reason"])
             notes.append(f"re-applied the revocation of serial {rec['serial']} ({rec['name']}) from the journal")
     for s, e in by_serial.items():
         if e.get("status") == "revoked" and s not in journal:
@@ -254,8 +271,8 @@ def _row(e: dict, same_key: bool) -> dict:
 
 
 def revoke(store, target: str | None, *, reason: str | None = None, key_type: str | None = None,
-           all_key_types: bool = False, dry_run: bool = False, now: _dt.datetime | None = None) -> dict:
-    """Revoke and refresh the CRL.  Returns {"revoked": [...], "crl": {...} | None, "notes": [...]}."""
+           all_key_types: bool = False, dry_run: bool = False, now: _dt.datetime | None = None) -> RevokeResult:
+    """Revoke and refresh the CRL (see :class:`RevokeResult`)."""
     from . import crl as crlmod
     from ..issuance.ca import load_ca
 
@@ -268,19 +285,18 @@ def revoke(store, target: str | None, *, reason: str | None = None, key_type: st
     now = now or certinfo.utcnow()
     when = certinfo.iso(now)
     if dry_run:
-        p = plan(store.load_index(), ca, kind, value, reason=reason_name, key_type=key_type,
+        p = plan(Index.load(store), ca, kind, value, reason=reason_name, key_type=key_type,
                  all_key_types=all_key_types, explicit_reason=explicit)
         rows = [_row(e, e["serial"] in p.same_key) | {"revoked_at": when, "reason": reason_name} for e in p.targets]
-        return {"dry_run": True, "revoked": rows, "already_revoked": [_row(e, False) for e in p.already],
-                "crl": None, "notes": p.notes}
+        return RevokeResult(True, tuple(rows), tuple(_row(e, False) for e in p.already), None, tuple(p.notes))
     ca.intermediate_key  # noqa: B018 - load and check it before the lock: the CRL needs it
     with crlmod.bulk_objects(), store.lock():
-        index = store.load_index()
+        index = Index.load(store)
         p = plan(index, ca, kind, value, reason=reason_name, key_type=key_type, all_key_types=all_key_types,
                  explicit_reason=explicit)
         journal = crlmod.read_journal(store)
         if journal is None:
-            journal = crlmod.journal_from_index(index)
+            journal = crlmod.journal_from_index(index.entries)
         crlmod.next_number(store)  # crl/state.json must be readable before anything is written
         # an interrupted revoke is finished (temp files swept) by the next locked command
         store.note_intent(crlmod.crl_dir(store))
@@ -288,20 +304,17 @@ def revoke(store, target: str | None, *, reason: str | None = None, key_type: st
             prior = journal.get(int(e["serial"], 16))
             # a run interrupted between journal and index already chose the time: keep it
             keep = prior is not None and prior["reason"] == reason_name
-            e["status"] = "revoked"
-            e["revoked_at"] = prior["revoked_at"] if keep else when
-            e["revocation_reason"] = reason_name
+            index.mark_revoked(e, at=prior["revoked_at"] if keep else when, reason=reason_name)
             journal[int(e["serial"], 16)] = crlmod.journal_record(e)
         notes = p.notes + reconcile(index, journal)
         if p.targets or notes != p.notes:
             crlmod.write_journal(store, journal)   # 1. the CRL's source
-            store.save_index(index)                # 2. listings (status, renew)
+            index.save()                           # 2. listings (status, renew)
         # 3. the published list - also when everything was revoked before, so that a re-run
         #    after a crash between index and CRL completes the job
         result = crlmod.write_crl_locked(store, ca, now=now, entries=crlmod.entries_from_journal_records(journal))
     rows = [_row(e, e["serial"] in p.same_key) for e in p.targets]
-    return {"dry_run": False, "revoked": rows, "already_revoked": [_row(e, False) for e in p.already],
-            "crl": result.as_dict(), "notes": notes}
+    return RevokeResult(False, tuple(rows), tuple(_row(e, False) for e in p.already), result.as_dict(), tuple(notes))
 
 
 def reapply_journal(store) -> list[str]:
@@ -312,9 +325,9 @@ def reapply_journal(store) -> list[str]:
     journal = crlmod.read_journal(store)
     if not journal:
         return []
-    index = store.load_index()
+    index = Index.load(store)
     notes = reconcile(index, journal)
     if notes:
         crlmod.write_journal(store, journal)
-        store.save_index(index)
+        index.save()
     return notes

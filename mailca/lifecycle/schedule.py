@@ -16,6 +16,8 @@ from pathlib import Path
 
 from ..errors import UsageError
 
+__all__ = ["CRON", "renew_argv", "systemd_units", "cron_line", "parse_unit", "write_files"]
+
 SERVICE = "mailca-renew.service"
 TIMER = "mailca-renew.timer"
 CRON = "mailca-renew"  # /etc/cron.d file names must not contain dots

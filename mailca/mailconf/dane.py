@@ -6,68 +6,34 @@
   public key): the trust anchor must be IN the chain the server sends (RFC 7671 §5.2.2), so
   for the intermediate that is the normal chain, for the root the ``*-root.pem`` files.
 
-Rollover (RFC 7671 §8.1, "current + next"): ``rekey --stage`` puts the next key beside the
-lineage (``next-key.pem`` 0600 and ``next.json``); from then on :func:`records` also yields the
-next key's 3 1 1 record (its digest needs only the public key).  The first time such a record
-is printed, ``first_published`` (and the TTL) is stored; ``rekey --commit`` switches keys only
-once 2 x TTL has passed since then, so every resolver cache has the new record before the
-server presents the new key.
+Rollover (RFC 7671 §8.1, "current + next"): the staged next key of ``mailca rekey --stage``
+(:mod:`mailca.lifecycle.rekey`, which owns those files) adds its 3 1 1 record to
+:func:`records`.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core import certinfo
 from ..errors import StoreError, UsageError
+from ..lifecycle.rekey import read_staged
+from ..storage.index import lineages_for_host as find_lineages
 
-NEXT_KEY = "next-key.pem"
-NEXT_META = "next.json"
+__all__ = ["Record", "find_lineages", "ca_domains", "parse_ports", "records", "pem_cert_der", "spki_sha256_of_der"]
 
 
 # ----------------------------------------------------------------- host -> lineages
-def find_lineages(store, host: str) -> list[dict]:
-    """Current index entries (one per key type) of the lineage(s) serving ``host``.
-
-    ``host`` is a lineage name (the first name given to ``mailca issue``) or any DNS name in
-    a current certificate.  Revoked lineages are skipped.  Raises if there is none."""
-    from ..core.names import normalize_dns_name
-
-    name = normalize_dns_name(host, allow_wildcard=True, what="host")
-    store.require_ca()
-    current: dict[tuple[str, str], dict] = {}
-    for e in store.entries():
-        k = (e.get("name"), e.get("key_type"))
-        if k not in current or e.get("version", 0) > current[k].get("version", 0):
-            current[k] = e
-    live = [e for e in current.values() if e.get("status") != "revoked"]
-    by_name = [e for e in live if e.get("name") == name]
-    if not by_name:
-        lineage_names = sorted({e["name"] for e in live if name in e.get("names", [])})
-        if len(lineage_names) > 1:
-            raise UsageError(f"{host!r} is in several certificates ({', '.join(lineage_names)}); name one of those")
-        by_name = [e for e in live if lineage_names and e["name"] == lineage_names[0]]
-    if not by_name:
-        raise StoreError(f"no certificate for {host!r} in {store.path}; issue one with 'mailca issue {name}'")
-    return sorted(by_name, key=lambda e: e["key_type"])
+# find_lineages(store, host): the current lineages serving a host (answered by the index)
 
 
 def ca_domains(store) -> list[str]:
     """The CA's domains from ca.json, without loading (parsing) any certificate: the
     commands that only render text stay free of the cryptography import."""
-    p = store.ca_file("ca.json")
-    try:
-        meta = json.loads(p.read_text())
-        doms = meta["domains"]
-        if not isinstance(doms, list) or not doms:
-            raise ValueError("no domains")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"{p} is corrupt ({exc}); restore it from a backup") from None
-    return [str(d) for d in doms]
+    from ..storage.castate import load_castate
+
+    return list(load_castate(store).domains)
 
 
 # ----------------------------------------------------------------------- digests
@@ -134,87 +100,6 @@ def parse_ports(ports) -> list[int]:
         if int(s) not in out:
             out.append(int(s))
     return out
-
-
-# ------------------------------------------------------------------ staged keys
-def lineage_dir(store, entry: dict) -> Path:
-    return store.lineage_dir(entry["name"], entry["key_type"])
-
-
-def read_staged(store, entry: dict) -> dict | None:
-    """The staged next key's metadata (``next.json``) or None."""
-    d = lineage_dir(store, entry)
-    meta_p, key_p = d / NEXT_META, d / NEXT_KEY
-    if not meta_p.exists() or not key_p.exists():
-        return None
-    try:
-        meta = json.loads(meta_p.read_text())
-        if not isinstance(meta.get("spki_sha256"), str):
-            raise ValueError("no spki_sha256")
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"{meta_p} is corrupt ({exc}); remove it and {key_p} and stage again") from None
-    return meta
-
-
-def write_staged_meta(store, entry: dict, meta: dict) -> None:
-    store.write_file(lineage_dir(store, entry) / NEXT_META, (json.dumps(meta, sort_keys=True) + "\n").encode(), private=True)
-
-
-def mark_published(store, entries: list[dict], ttl: int, now: _dt.datetime) -> list[dict]:
-    """Record that the next-key records were printed now (first time only; the TTL kept is
-    the largest printed).  Returns the staged metas, updated."""
-    out = []
-    with store.lock():
-        for e in entries:
-            meta = read_staged(store, e)
-            if meta is None:
-                continue
-            changed = False
-            if not meta.get("first_published"):
-                meta["first_published"] = certinfo.iso(now)
-                changed = True
-            if int(meta.get("ttl") or 0) < ttl:
-                meta["ttl"] = ttl
-                changed = True
-            if changed:
-                write_staged_meta(store, e, meta)
-            out.append(meta)
-    return out
-
-
-def drop_staged(store, entry: dict) -> None:
-    """Remove the staged key files of ``entry``'s lineage (under the lock)."""
-    import contextlib
-    import os
-
-    from ..storage.store import fsync_dir
-
-    d = lineage_dir(store, entry)
-    for f in (NEXT_META, NEXT_KEY):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(d / f)
-    fsync_dir(d)
-
-
-def finish_interrupted(store, entries: list[dict]) -> list[dict]:
-    """A staged key that already IS the current key means a commit was interrupted after the
-    new version went live: drop the leftovers.  Returns the entries that still have a real
-    staged key."""
-    left = []
-    for e in entries:
-        meta = read_staged(store, e)
-        if meta is not None and meta["spki_sha256"] == e["spki_sha256"]:
-            with store.lock():
-                drop_staged(store, e)
-        else:
-            left.append(e)
-    return left
-
-
-def commit_ready_at(meta: dict) -> _dt.datetime | None:
-    if not meta.get("first_published"):
-        return None
-    return certinfo.parse_iso(meta["first_published"]) + _dt.timedelta(seconds=2 * int(meta.get("ttl") or 0))
 
 
 # ------------------------------------------------------------------------ records

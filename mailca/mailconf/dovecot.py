@@ -16,6 +16,8 @@ from ..errors import UsageError
 from .postfix import CertFiles
 from .tlsprofiles import TLSProfile, openssl_cipher_list
 
+__all__ = ["VERSIONS", "parse_version", "detect_version", "render"]
+
 VERSIONS = ("2.3", "2.4")
 
 

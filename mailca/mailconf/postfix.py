@@ -26,6 +26,10 @@ from pathlib import Path
 from ..errors import UsageError
 from .tlsprofiles import PROTOCOLS, TLSProfile, excluded_protocols
 
+__all__ = ["PARAM_SINCE", "ROLES", "POLICY_FILE", "Service", "CertFiles", "PostfixConfig", "parse_version",
+           "detect_version", "parse_ports", "check_version", "render", "format_main", "format_master",
+           "format_policy", "format_snippet", "format_postconf", "write_config_files"]
+
 # First Postfix version with each parameter (postconf(5): "available in Postfix X.Y and later";
 # parameters without such a note predate 2.2).
 PARAM_SINCE: dict[str, tuple[int, int]] = {
@@ -387,3 +391,20 @@ def format_postconf(cfg: PostfixConfig) -> str:
     out.append(f"printf '%s\\n' {' '.join(q(ln) for ln in cfg.policy_lines)} > {q(cfg.policy_path)}")
     out.append("postfix reload")
     return "\n".join(out) + "\n"
+
+
+def write_config_files(cfg: PostfixConfig, write_dir: str, *, postconf_text: str | None = None) -> list[str]:
+    """``postfix --write DIR``: main.cf.mailca, master.cf.mailca, the policy map (and
+    postconf.sh), each written atomically (0644: no secrets in them).  Returns the file names."""
+    import os
+
+    from ..storage.store import atomic_write, ensure_dir
+
+    ensure_dir(write_dir, 0o755)
+    files = {"main.cf.mailca": format_main(cfg), "master.cf.mailca": format_master(cfg),
+             POLICY_FILE: format_policy(cfg)}
+    if postconf_text is not None:
+        files["postconf.sh"] = postconf_text
+    for name, content in files.items():
+        atomic_write(os.path.join(write_dir, name), content.encode(), 0o644)
+    return list(files)

@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 from ..errors import UsageError
 
+__all__ = ["PROTOCOLS", "TLSProfile", "load_tls_profile", "excluded_protocols", "openssl_cipher_list"]
+
 PROTOCOLS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 # Postfix cipher grades (smtpd_tls_ciphers / smtpd_tls_mandatory_ciphers)
 GRADES = ("high", "medium")

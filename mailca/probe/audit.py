@@ -24,6 +24,8 @@ from . import hello as H
 from .report import Finding, PortReport, Report, finding
 from .smtp import Endpoint, SMTPClient, TLSFailure, open_for_tls
 
+__all__ = ["Options", "audit"]
+
 CLASS_IDS = {"NULL": "cipher.null", "aNULL": "cipher.anull", "EXPORT": "cipher.export", "LOW": "cipher.low",
              "3DES": "cipher.3des", "RC4": "cipher.rc4", "CBC": "cipher.cbc"}
 PROTO_IDS = {H.SSL3: "protocol.sslv3", H.TLS1_0: "protocol.tls1_0", H.TLS1_1: "protocol.tls1_1"}

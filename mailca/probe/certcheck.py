@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from ..errors import UsageError
 from .report import Finding, finding
 
+__all__ = ["TLSA", "parse_tlsa", "load_ca_file", "hostname_matches", "analyze"]
+
 _NO_CHECK_TIME = 0x200000      # X509_V_FLAG_NO_CHECK_TIME
 _PARTIAL_CHAIN = 0x80000       # X509_V_FLAG_PARTIAL_CHAIN
 

@@ -22,6 +22,10 @@ from dataclasses import dataclass
 
 from ..core.names import is_ip_literal
 
+__all__ = ["VERSION_NAMES", "VERSIONS", "CIPHER_NAMES", "suite", "CIPHER_CLASSES", "TLS13_SUITES",
+           "FS_SUITES", "DHE_SUITES", "ADH_SUITES", "ALL_SUITES", "GROUP_NAMES", "client_hello",
+           "HelloResult", "ProbeTimeout", "probe"]
+
 # --- protocol versions ---------------------------------------------------------------
 
 SSL3, TLS1_0, TLS1_1, TLS1_2, TLS1_3 = 0x0300, 0x0301, 0x0302, 0x0303, 0x0304

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+__all__ = ["rank", "at_least", "Check", "CATALOG", "Finding", "finding", "PortReport", "Report", "render_text"]
+
 SCHEMA = "mailca-check/1"
 
 SEVERITIES = ("OK", "LOW", "MEDIUM", "HIGH", "CRITICAL")
@@ -174,9 +176,11 @@ class Report:
 
     @property
     def exit_code(self) -> int:
+        from ..errors import ExitCode
+
         if self.errors:
-            return 6
-        return 5 if at_least(self.worst) else 0
+            return int(ExitCode.CONNECT)
+        return int(ExitCode.CHECK_FINDINGS if at_least(self.worst) else ExitCode.OK)
 
     def to_json(self) -> dict:
         return {

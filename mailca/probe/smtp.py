@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from ..core.names import is_ip_literal
 from ..errors import ConnectError
 
+__all__ = ["ROLES", "DEFAULT_ROLE", "Endpoint", "SMTPClient", "open_for_tls", "TLSFailure"]
+
 ROLES = ("smtp", "submission", "submissions")
 DEFAULT_ROLE = {25: "smtp", 587: "submission", 465: "submissions"}
 _REPLY = re.compile(rb"^(\d{3})([ -])(.*)$")

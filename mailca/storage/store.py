@@ -34,8 +34,11 @@ import os
 from pathlib import Path
 
 from ..errors import StoreError
+from .index import INDEX_VERSION, Index
 
-INDEX_VERSION = 1
+__all__ = ["Store", "open_store", "default_store_dir", "atomic_write", "atomic_symlink", "ensure_dir", "fsync_dir",
+           "INTENT", "TMP_PREFIX", "DIR_MODE", "KEY_MODE", "PUBLIC_MODE"]
+
 TMP_PREFIX = ".tmp-"
 INTENT = ".intent"
 DIR_MODE = 0o700
@@ -277,9 +280,12 @@ class Store:
         self._intent |= new
         atomic_write(self.path / INTENT, json.dumps(sorted(self._intent)).encode(), 0o600)
 
-    def _require_lock(self) -> None:
+    def require_lock(self) -> None:
+        """Raise unless this Store holds the lock (a programming error, not a user error)."""
         if self._lock_fd is None:
             raise RuntimeError("store mutation without the lock")  # programming error
+
+    _require_lock = require_lock  # the store's own (older) spelling; other modules use require_lock()
 
     # --------------------------------------------------------------- writes
     def write_file(self, path: str | os.PathLike, data: bytes, *, private: bool = False, durable: bool = True) -> None:
@@ -312,24 +318,17 @@ class Store:
             self._index_cache = data
         return data
 
-    def save_index(self, index: dict, *, durable: bool = True) -> None:
-        self._require_lock()
-        index["version"] = INDEX_VERSION
-        data = encode_index(index)
-        atomic_write(self.index_path, data, 0o600, durable=durable)
-        self._index_cache = index
+    def remember_index(self, data: dict) -> None:
+        """Called by :meth:`Index.save` (the only writer of index.json): what was written is
+        what :meth:`load_index` returns for the rest of this locked operation."""
+        self._index_cache = data if self._lock_fd is not None else None
+
+    def index(self) -> Index:
+        """The index (see :mod:`mailca.storage.index`), loaded once per locked operation."""
+        return Index(self, self.load_index())
 
     def entries(self) -> list[dict]:
         return self.load_index()["certs"]
-
-    def current_entry(self, name: str, key_type: str, index: dict | None = None) -> dict | None:
-        """The newest entry of a lineage (whatever its status)."""
-        best = None
-        for e in (index or self.load_index())["certs"]:
-            if e.get("name") == name and e.get("key_type") == key_type:
-                if best is None or e.get("version", 0) > best.get("version", 0):
-                    best = e
-        return best
 
     # ------------------------------------------------------------ versions
     def next_version(self, name: str, key_type: str) -> int:
@@ -339,10 +338,7 @@ class Store:
             for p in archive.iterdir():
                 if p.name.isdigit():
                     highest = max(highest, int(p.name))
-        for e in self.load_index()["certs"]:
-            if e.get("name") == name and e.get("key_type") == key_type:
-                highest = max(highest, int(e.get("version", 0)))
-        return highest + 1
+        return max(highest, self.index().highest_version(name, key_type)) + 1
 
     def write_version(self, name: str, key_type: str, files: dict[str, tuple[bytes, bool]], *, durable: bool = True) -> tuple[int, Path]:
         """Write a complete certificate version: ``files`` maps file name to (data, private).
@@ -434,8 +430,8 @@ class Store:
                     actions.append(f"removed unfinished file {os.path.join(root, f)}")
         if not self.certs_dir.exists():
             return actions
-        index = self.load_index()
-        known = {e["path"] for e in index["certs"]}
+        index = self.index()
+        known = index.paths()
         added = False
         if lineages is None:
             lineage_dirs = sorted(p for p in self.certs_dir.glob("*/*") if p.is_dir())
@@ -446,18 +442,18 @@ class Store:
             rel = self.relpath(vdir)
             if rel in known:
                 continue
-            entry = self._entry_from_version_dir(vdir)
+            entry = self.entry_from_version_dir(vdir)
             if entry is not None:
-                index["certs"].append(entry)
+                index.add(entry)
                 known.add(rel)
                 added = True
                 actions.append(f"added {rel} to the index")
         if added:
-            self.save_index(index)
+            index.save()
         # 3. live links point at the newest version of each lineage, revoked or not: after
         #    'mailca revoke' the revoked certificate stays live until a new one is issued
         #    (falling back to an older version could serve other names or another key)
-        newest = self.newest_versions(index)
+        newest = index.live_targets()
         for lineage in lineage_dirs:
             if not (lineage / "archive").is_dir():
                 continue
@@ -471,21 +467,7 @@ class Store:
                 actions.append(f"pointed {self.relpath(link)} at {want}")
         return actions
 
-    def newest_versions(self, index: dict) -> dict[str, str]:
-        """Lineage dir (relative) -> 'archive/NNNN' of its newest indexed version, revoked or
-        not; one pass over the index (recovery and doctor call it once, not per lineage)."""
-        best: dict[str, tuple[int, str]] = {}
-        for e in index["certs"]:
-            lineage, _, vname = e["path"].rpartition("/archive/")
-            v = e.get("version", 0)
-            if lineage not in best or v > best[lineage][0]:
-                best[lineage] = (v, "archive/" + vname)
-        return {k: v[1] for k, v in best.items()}
-
-    def _live_target(self, index: dict, lineage: Path) -> str | None:
-        return self.newest_versions(index).get(self.relpath(lineage))
-
-    def _entry_from_version_dir(self, vdir: Path) -> dict | None:
+    def entry_from_version_dir(self, vdir: Path) -> dict | None:
         """Rebuild an index entry from a complete archive directory (cert.pem, and key.pem
         unless the key lives elsewhere because the certificate was signed from a CSR)."""
         from ..core import certinfo
@@ -504,17 +486,6 @@ class Store:
                                                  version=int(vdir.name), extra=meta)
         except Exception:
             return None
-
-
-def encode_index(index: dict) -> bytes:
-    """index.json with one certificate per line: readable and diffable, and encoded by
-    json's C encoder (``indent=`` would switch to the pure-Python one, ~50x slower)."""
-    head = {k: v for k, v in index.items() if k != "certs"}
-    dumps = json.JSONEncoder(sort_keys=True, separators=(", ", ": ")).encode
-    lines = [dumps(e) for e in index.get("certs", [])]
-    body = ",\n ".join(lines)
-    head_s = dumps(head)[1:-1]
-    return ("{" + (head_s + ",\n" if head_s else "") + ' "certs": [\n ' + body + "\n]}\n").encode()
 
 
 def open_store(store_dir: str | None) -> Store:
