@@ -32,3 +32,96 @@ def test_harness_signed_zone_validates_unsigned_does_not(dnsz):
     # the secondary serves the same (signed) zone, transferred from the primary
     sec = dnsz.kdig("SOA", "example.org", server=dnsz.secondary)
     assert " aa" in sec.stdout.split("Flags:")[1].splitlines()[0], sec.stdout
+
+
+@pytest.fixture(scope="module")
+def mailca_ca(tmp_path_factory):
+    ca = make_ca(tmp_path_factory.mktemp("dane-dns") / "store", "example.org")
+    ca.issue(HOST, "--key-type", "ecdsa-p256", "--key-type", "rsa-2048")
+    return ca
+
+
+def wanted(ca, *args) -> set[str]:
+    r = ca.ok("dane", HOST, "--json", "--ttl", "15", *args)
+    return {x["rdata"].lower() for x in json.loads(r.stdout)["records"]}
+
+
+def wait_served(dnsz, owner, server, want: set[str], timeout=20.0) -> set[str]:
+    """Poll (bounded) until ``server`` serves exactly ``want`` at ``owner``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    got = set()
+    while time.monotonic() < deadline:
+        got = dnsz.tlsa(owner, server)
+        if got == want:
+            return got
+        time.sleep(0.2)
+    return got
+
+
+def publish(ca, dnsz, *args, **kw):
+    return ca.run("dane", "publish", HOST, "--server", dnsz.primary, "--tsig-key-file", dnsz.tsig_file, "--ttl", "15",
+                  *args, **kw)
+
+
+def test_publish_adds_records_and_removes_stale_ones(mailca_ca, dnsz):
+    owner = f"_25._tcp.{HOST}."
+    stale = "3 1 1 " + "ab" * 32
+    dnsz.update_direct([f"{owner} 15 TLSA {stale}"])
+    assert stale in wait_served(dnsz, owner, dnsz.primary, {stale})
+    want = wanted(mailca_ca)
+    assert len(want) == 3  # ecdsa + rsa 3 1 1, intermediate 2 0 1
+    dry = publish(mailca_ca, dnsz, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    acts = {(c["action"], c["rdata"]) for c in json.loads(dry.stdout)["changes"]}
+    assert ("delete", stale) in acts and {("add", w) for w in want} <= acts
+    assert dnsz.tlsa(owner, dnsz.primary) == {stale}  # dry run sent nothing
+    r = publish(mailca_ca, dnsz)
+    assert r.returncode == 0, r.stderr
+    assert "3 added, 1 removed" in r.stdout
+    assert wait_served(dnsz, owner, dnsz.primary, want) == want
+    assert wait_served(dnsz, owner, dnsz.secondary, want) == want  # NOTIFY + IXFR to the secondary
+    # the validating resolver serves the set with AD: Knot signed the update
+    v = dnsz.kdig("TLSA", owner, extra=["+dnssec"])
+    assert " ad" in v.stdout.split("Flags:")[1].splitlines()[0] and "RRSIG" in v.stdout, v.stdout
+    again = publish(mailca_ca, dnsz)
+    assert again.returncode == 0 and "0 added, 0 removed" in again.stdout
+
+
+def test_publish_with_a_wrong_tsig_secret_changes_nothing(mailca_ca, dnsz, tmp_path):
+    owner = f"_465._tcp.{HOST}."
+    bad = tmp_path / "bad.key"
+    bad.write_text('key "mailca-update" {\n\talgorithm hmac-sha256;\n\tsecret "' + "A" * 43 + '=";\n};\n')
+    r = mailca_ca.run("dane", "publish", HOST, "--port", "465", "--server", dnsz.primary, "--tsig-key-file", bad)
+    assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
+    assert r.stderr.startswith("mailca: error: ") and "TSIG" in r.stderr and "Traceback" not in r.stderr
+    assert dnsz.tlsa(owner, dnsz.primary) == set()
+    # and the key material never reaches the output
+    assert "A" * 43 not in r.stderr + r.stdout
+
+
+@pytest.mark.parametrize("server,msg", [("ns1.example.org", "not an IP address"), ("127.0.0.1@99999", "port")])
+def test_publish_bad_server_is_a_usage_error(mailca_ca, dnsz, server, msg):
+    r = mailca_ca.run("dane", "publish", HOST, "--server", server, "--tsig-key-file", dnsz.tsig_file)
+    assert r.returncode == 2 and msg in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_nsupdate_script_runs_in_nsupdate_and_relative_names(mailca_ca, dnsz):
+    require("nsupdate")
+    import subprocess
+
+    owner = f"_587._tcp.{HOST}."
+    r = mailca_ca.ok("dane", HOST, "--port", "587", "--ttl", "15", "--format", "nsupdate", "--zone", "example.org")
+    script = r.stdout.split("\n", 1)[1]  # first line is a ';' comment
+    addr, port = dnsz.primary.split("@")
+    p = subprocess.run(["nsupdate", "-k", str(dnsz.tsig_file)], input=f"server {addr} {port}\n" + script,
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
+    want = wanted(mailca_ca, "--port", "587")
+    assert wait_served(dnsz, owner, dnsz.primary, want) == want
+    rel = mailca_ca.ok("dane", HOST, "--zone", "example.org", "--relative").stdout.splitlines()
+    lines = [ln for ln in rel if not ln.startswith(";")]
+    assert lines and all(ln.startswith("_25._tcp.mail 3600 IN TLSA ") for ln in lines), rel
+    bad = mailca_ca.run("dane", HOST, "--zone", "example.net", "--relative")
+    assert bad.returncode == 2 and "not inside" in bad.stderr

@@ -1,4 +1,4 @@
-"""mailca dane: TLSA records for a host (current key, staged next key, CA)."""
+"""mailca dane: TLSA records for a host (current key, staged next key, CA); 'dane publish' sends them by RFC 2136."""
 
 from __future__ import annotations
 
@@ -7,37 +7,41 @@ import click
 from .common import emit_json, get_store, store_option
 
 
-@click.command("dane", short_help="TLSA records (DANE) for a host's zone.")
-@store_option
-@click.argument("host")
-@click.option("--port", "ports", multiple=True, metavar="N", help="TCP port (repeatable; default 25).")
-@click.option("--usage", default="both", show_default=True, metavar="3|2|both",
-              help="3: DANE-EE (the server's key, RFC 7672's first choice); 2: DANE-TA (the CA); both.")
-@click.option("--ta", default="intermediate", show_default=True, metavar="intermediate|root",
-              help="Trust anchor of the 2 x 1 records (root: run 'mailca postfix --dane-ta root' too).")
-@click.option("--ta-selector", default="0", show_default=True, metavar="0|1|both",
-              help="DANE-TA selector: 0 = whole CA certificate (2 0 1), 1 = its public key (2 1 1).")
-@click.option("--ttl", default=3600, show_default=True, type=int, help="TTL of the records (seconds); the key rollover waits 2 x TTL.")
-@click.option("--format", "fmt", type=click.Choice(["zone", "json"]), default="zone", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
-def cli(store_dir, host, ports, usage, ta, ta_selector, ttl, fmt, as_json):
-    """Print zone-file TLSA lines for HOST.
+class _DefaultShow(click.Group):
+    """``mailca dane HOST ...`` is ``mailca dane show HOST ...`` (the command predates 'publish')."""
 
-    DANE-EE 3 1 1 pins the server's public key and survives renewals (they keep the
-    key); DANE-TA 2 0 1 names the CA the server sends in its chain.  After
-    'mailca rekey HOST --stage' the staged next key's 3 1 1 record is printed too, and
-    the first time it is printed is remembered: 'rekey --commit' waits until 2 x TTL
-    later.  The zone MUST be DNSSEC-signed, or no sender will use these records.
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
 
-    \b
-    Examples:
-      mailca dane mail.example.org
-      mailca dane mail.example.org --port 25 --port 465 --usage 3 --ttl 3600
-      mailca dane mail.example.org --ta-selector both --format json
-    """
-    from ..core import certinfo
-    from ..mailconf import dane
+
+@click.group("dane", cls=_DefaultShow, short_help="TLSA records (DANE) for a host's zone; print or publish them.")
+def cli():
+    """TLSA records for a host: 'mailca dane HOST' prints them (zone lines, nsupdate script
+    or JSON); 'mailca dane publish HOST' sends them to the zone's primary (RFC 2136 + TSIG)
+    and removes the stale ones."""
+
+
+def _record_options(f):
+    for opt in reversed([
+        click.option("--port", "ports", multiple=True, metavar="N", help="TCP port (repeatable; default 25)."),
+        click.option("--usage", default="both", show_default=True, metavar="3|2|both",
+                     help="3: DANE-EE (the server's key, RFC 7672's first choice); 2: DANE-TA (the CA); both."),
+        click.option("--ta", default="intermediate", show_default=True, metavar="intermediate|root",
+                     help="Trust anchor of the 2 x 1 records (root: run 'mailca postfix --dane-ta root' too)."),
+        click.option("--ta-selector", default="0", show_default=True, metavar="0|1|both",
+                     help="DANE-TA selector: 0 = whole CA certificate (2 0 1), 1 = its public key (2 1 1)."),
+        click.option("--ttl", default=3600, show_default=True, type=int,
+                     help="TTL of the records (seconds); the key rollover waits 2 x TTL."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _prepare(store_dir, host, ports, usage, ta, ta_selector, ttl):
     from ..errors import UsageError
+    from ..mailconf import dane
 
     if usage not in ("3", "2", "both"):
         raise UsageError(f"--usage {usage!r}: use 3 (DANE-EE), 2 (DANE-TA) or both")
@@ -56,6 +60,43 @@ def cli(store_dir, host, ports, usage, ta, ta_selector, ttl, fmt, as_json):
     # the owner name is the host asked for (an MX may be a SAN of the lineage), not the lineage name
     name = normalize_dns_name(host)
     recs = dane.records(store, entries, host=name, ports=port_list, usage=usage, ta=ta, ta_selectors=sels, ttl=ttl)
+    return store, entries, name, recs
+
+
+@cli.command("show", short_help="Print the TLSA records (zone lines, nsupdate script, JSON).")
+@store_option
+@click.argument("host")
+@_record_options
+@click.option("--format", "fmt", type=click.Choice(["zone", "nsupdate", "json"]), default="zone", show_default=True,
+              help="zone: zone-file lines; nsupdate: a script that replaces each owner's TLSA set in one update.")
+@click.option("--zone", "zone", default=None, metavar="ZONE", help="The zone holding HOST (nsupdate 'zone' line; --relative).")
+@click.option("--relative", is_flag=True, help="Owner names relative to --zone (for web DNS panels), e.g. _25._tcp.mail.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+def show(store_dir, host, ports, usage, ta, ta_selector, ttl, fmt, zone, relative, as_json):
+    """Print zone-file TLSA lines for HOST.
+
+    DANE-EE 3 1 1 pins the server's public key and survives renewals (they keep the
+    key); DANE-TA 2 0 1 names the CA the server sends in its chain.  After
+    'mailca rekey HOST --stage' the staged next key's 3 1 1 record is printed too, and
+    the first time it is printed is remembered: 'rekey --commit' waits until 2 x TTL
+    later.  The zone MUST be DNSSEC-signed, or no sender will use these records.
+
+    \b
+    Examples:
+      mailca dane mail.example.org
+      mailca dane mail.example.org --port 25 --port 465 --usage 3 --ttl 3600
+      mailca dane mail.example.org --ta-selector both --format json
+    """
+    from ..core import certinfo
+    from ..errors import UsageError
+    from ..mailconf import dane, publish
+
+    if relative and not zone:
+        raise UsageError("--relative needs --zone ZONE (the zone the owner names are relative to), e.g. --zone example.org")
+    store, entries, name, recs = _prepare(store_dir, host, ports, usage, ta, ta_selector, ttl)
+    if zone:
+        for r in recs:
+            publish.relative(r.owner, zone)  # the host must be inside the zone
     staged = []
     if any(r.role == "next" for r in recs):
         staged = dane.mark_published(store, [e for e in entries], ttl, certinfo.utcnow())
@@ -65,10 +106,61 @@ def cli(store_dir, host, ports, usage, ta, ta_selector, ttl, fmt, as_json):
                                  "first_published": m.get("first_published"), "ttl": m.get("ttl"),
                                  "commit_after": certinfo.iso(dane.commit_ready_at(m))} for m in staged]})
         return
+    if fmt == "nsupdate":
+        click.echo(f"; mailca: replace the TLSA records of {name} (run with 'nsupdate -k KEYFILE')")
+        click.echo(publish.nsupdate_script(recs, server=None, zone=zone), nl=False)
+        return
     click.echo(f"; mailca: TLSA records for {name} - publish them in a DNSSEC-SIGNED zone (unsigned: ignored by senders)")
     for r in recs:
         click.echo(f"; {r.what}")
-        click.echo(r.line())
+        click.echo(f"{publish.relative(r.owner, zone)} {r.ttl} IN TLSA {r.rdata}" if relative else r.line())
     for m in staged:
         click.echo(f"; next {m.get('key_type')} key first published {m['first_published']}; "
                    f"'mailca rekey {name} --commit' allowed from {certinfo.iso(dane.commit_ready_at(m))} (2 x TTL {m['ttl']}s)")
+
+
+@cli.command("publish", short_help="Send the TLSA records to the zone's primary (RFC 2136 + TSIG); remove stale ones.")
+@store_option
+@click.argument("host")
+@_record_options
+@click.option("--server", required=True, metavar="ADDR[@PORT]", envvar="MAILCA_DNS_PRIMARY",
+              help="The zone's primary (accepts TSIG-signed updates); env MAILCA_DNS_PRIMARY.")
+@click.option("--tsig-key-file", required=True, type=click.Path(dir_okay=False), envvar="MAILCA_TSIG_KEY_FILE",
+              help="TSIG key (BIND 'key' clause, e.g. from tsig-keygen; or keymgr -t output); env MAILCA_TSIG_KEY_FILE.")
+@click.option("--zone", default=None, metavar="ZONE", help="The zone to update (default: asked from the server's SOA).")
+@click.option("--dry-run", is_flag=True, help="Show what would be added and removed; send nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+def publish_cmd(store_dir, host, ports, usage, ta, ta_selector, ttl, server, tsig_key_file, zone, dry_run, as_json):
+    """Publish HOST's TLSA records (current, staged next, trust anchor) by dynamic update.
+
+    One TSIG-signed update per zone: the records mailca wants are added, TLSA records at
+    the same names that match nothing served or staged are removed.  Afterwards
+    'mailca rekey --commit' (with --resolver) waits until every authoritative server and
+    the validating resolver have served the new record for 2 x TTL.
+
+    \b
+    Examples:
+      mailca dane publish mail.example.org --server 192.0.2.53 --tsig-key-file /etc/mailca/update.key
+      mailca dane publish mail.example.org --server 127.0.0.1@5353 --tsig-key-file k.key --dry-run
+    """
+    from ..core import certinfo
+    from ..mailconf import dane, publish
+
+    srv = publish.parse_server(server, "--server")
+    key = publish.load_tsig(tsig_key_file)
+    store, entries, name, recs = _prepare(store_dir, host, ports, usage, ta, ta_selector, ttl)
+    result = publish.publish(recs, server=srv, key=key, zone=zone, dry_run=dry_run)
+    if not dry_run and any(r.role == "next" for r in recs):
+        dane.mark_published(store, entries, ttl, certinfo.utcnow())
+    if as_json:
+        emit_json({"host": name, **result.as_dict()})
+        return
+    verb = "would" if dry_run else ""
+    for c in result.changes:
+        label = {"add": "added" if not dry_run else "would add", "delete": "removed" if not dry_run else "would remove",
+                 "keep": "kept"}[c.action]
+        click.echo(f"{label:>12}  {c.owner} TLSA {c.rdata}  ({c.why})")
+    n_add = sum(c.action == "add" for c in result.changes)
+    n_del = sum(c.action == "delete" for c in result.changes)
+    click.echo(f"{'Dry run: ' if dry_run else ''}zone {result.zone} on {result.server}: {n_add} {verb + ' ' if verb else ''}added, "
+               f"{n_del} {verb + ' ' if verb else ''}removed.")

@@ -218,6 +218,28 @@ def commit_ready_at(meta: dict) -> _dt.datetime | None:
 
 
 # ------------------------------------------------------------------------ records
+def _ta_certs(store, entries: list[dict], ta: str) -> list[tuple[bytes, str, str]]:
+    """DER of the trust anchors the 2 x y records must name: for the intermediate, the one in
+    each host lineage's LIVE chain (what the server sends now) and, when ``ca renew-intermediate``
+    made a new one that the leaves do not carry yet, that coming one too."""
+    if ta == "root":
+        return [(pem_cert_der(store.ca_file("root.crt")), "ta", "the root CA; the server must send it")]
+    out: list[tuple[bytes, str, str]] = []
+    for e in entries:
+        chain = store.live_dir(e["name"], e["key_type"]) / "chain.pem"
+        if chain.exists():
+            der = pem_cert_der(chain)
+            if all(der != d for d, *_ in out):
+                out.append((der, "ta", "the intermediate CA in the live chain the server sends"))
+    coming = pem_cert_der(store.ca_file("intermediate.crt"))
+    if not out:
+        out.append((coming, "ta", "the intermediate CA; the server must send it"))
+    elif all(coming != d for d, *_ in out):
+        out.append((coming, "ta-next", "the renewed intermediate CA that the next renewal of the leaves will send "
+                                       "(publish it now; the old one stays until every leaf is renewed)"))
+    return out
+
+
 def records(store, entries: list[dict], *, host: str, ports: list[int], usage: str, ta: str, ta_selectors: list[int],
             ttl: int) -> list[Record]:
     """TLSA records for ``entries`` (current keys, plus staged next keys)."""
@@ -238,11 +260,13 @@ def records(store, entries: list[dict], *, host: str, ports: list[int], usage: s
                                       f"DANE-EE: staged NEXT {e['key_type']} key ('mailca rekey --commit' switches to it)",
                                       host, ttl))
         if usage in ("2", "both"):
-            der = pem_cert_der(store.ca_file("intermediate.crt" if ta == "intermediate" else "root.crt"))
-            for sel in ta_selectors:
-                data = hashlib.sha256(der).hexdigest() if sel == 0 else spki_sha256_of_der(der)
-                out.append(Record(port, 2, sel, 1, data, "ta", None,
-                                  f"DANE-TA: the {ta} CA ({'certificate' if sel == 0 else 'public key'}); the server must send it"
-                                  + (" - use the *-root.pem chain ('mailca postfix --dane-ta root')" if ta == "root" else ""),
-                                  host, ttl))
+            for der, role, what in _ta_certs(store, entries, ta):
+                for sel in ta_selectors:
+                    data = hashlib.sha256(der).hexdigest() if sel == 0 else spki_sha256_of_der(der)
+                    if any(r.port == port and r.usage == 2 and r.selector == sel and r.data == data for r in out):
+                        continue  # 2 1 1 of a renewed intermediate (same key) is one record
+                    out.append(Record(port, 2, sel, 1, data, role, None,
+                                      f"DANE-TA: {what} ({'certificate' if sel == 0 else 'public key'})"
+                                      + (" - use the *-root.pem chain ('mailca postfix --dane-ta root')" if ta == "root" else ""),
+                                      host, ttl))
     return out
