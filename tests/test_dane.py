@@ -194,3 +194,27 @@ def test_interrupted_commit_is_recognised(tmp_path):
     r = ca.run("rekey", HOST, "--commit")
     assert r.returncode == 3 and "no next key is staged" in r.stderr, r.stderr
     assert not (lineage / "next-key.pem").exists() and not (lineage / "next.json").exists()
+
+
+def test_ta_after_renew_intermediate_is_the_live_chain_plus_the_coming_one(tmp_path):
+    """Issue #12: after 'ca renew-intermediate' the server still sends the old intermediate
+    until its leaves are renewed: dane must print that one (and the coming one), and the
+    dry run must not print a digest that the real run will never produce."""
+    ca = make_ca(tmp_path / "store", "example.org")
+    ca.issue(HOST)
+    old = openssl_cert_sha256(ca.intermediate)
+    dry = ca.ok("ca", "renew-intermediate", "--dry-run", "--json")
+    assert json.loads(dry.stdout)["new"]["tlsa_2_0_1"] is None
+    dry_text = ca.ok("ca", "renew-intermediate", "--dry-run").stdout
+    assert re.findall(r"2 0 1 ([0-9a-f]{64})", dry_text) == [old]  # only "remove later": the old one
+    real = json.loads(ca.ok("ca", "renew-intermediate", "--json").stdout)
+    new = openssl_cert_sha256(ca.intermediate)
+    assert new != old and real["new"]["tlsa_2_0_1"] == f"2 0 1 {new}"
+    live_chain_ta = openssl_cert_sha256(ca.live(HOST) / "chain.pem")
+    assert live_chain_ta == old  # the server still sends the old intermediate
+    recs = records(ca, "--usage", "2")
+    assert [(r["role"], r["data"]) for r in recs] == [("ta", old), ("ta-next", new)]
+    # 2 1 1: same key, one record
+    assert len(records(ca, "--usage", "2", "--ta-selector", "1")) == 1
+    ca.ok("renew", "--all", "--force")
+    assert [(r["role"], r["data"]) for r in records(ca, "--usage", "2")] == [("ta", new)]
