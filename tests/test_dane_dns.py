@@ -125,3 +125,123 @@ def test_nsupdate_script_runs_in_nsupdate_and_relative_names(mailca_ca, dnsz):
     assert lines and all(ln.startswith("_25._tcp.mail 3600 IN TLSA ") for ln in lines), rel
     bad = mailca_ca.run("dane", HOST, "--zone", "example.net", "--relative")
     assert bad.returncode == 2 and "not inside" in bad.stderr
+
+
+# ------------------------------------------------------------------ the DNS gate
+NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)  # captured once; every test clock is an offset
+
+
+def at(seconds: int) -> dict:
+    return base_env(MAILCA_NOW=(NOW + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+def iso(seconds: int) -> str:
+    return (NOW + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ca_at(tmp_path, domain="example.org", host=HOST):
+    from conftest import CAHandle, run
+
+    d = tmp_path / "store"
+    r = run(["--dir", d, "init", "--org", "Test Mail", "--domain", domain], env=at(0))
+    assert r.returncode == 0, r.stderr
+    ca = CAHandle(d, (domain,))
+    ca.ok("issue", host, env=at(0))
+    return ca
+
+
+def commit(ca, dnsz, port, secs, *extra, host=HOST):
+    return ca.run("rekey", host, "--commit", "--resolver", dnsz.resolver, "--ns-port", str(dnsz.port), "--port", port,
+                  *extra, env=at(secs))
+
+
+def served_everywhere(dnsz, owner, want: set[str]):
+    for server in (dnsz.primary, dnsz.secondary, dnsz.resolver):
+        got = wait_served(dnsz, owner, server, want)
+        assert got == want, (server, got, want)
+
+
+def test_gate_waits_for_every_server_and_twice_the_served_ttl(tmp_path, dnsz):
+    ca = ca_at(tmp_path)
+    port, owner = "2501", f"_2501._tcp.{HOST}."
+    staged = json.loads(ca.ok("rekey", HOST, "--stage", "--json", env=at(0)).stdout)["staged"][0]
+    nxt = f"3 1 1 {staged['spki_sha256']}"
+    # nothing published: every server is named as missing
+    r = commit(ca, dnsz, port, 0)
+    assert r.returncode == 3 and "DNS gate holds" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert "ns1.example.org." in r.stderr and "ns2.example.org." in r.stderr and "resolver" in r.stderr
+    p = ca.run("dane", "publish", HOST, "--port", port, "--usage", "3", "--ttl", "15", "--server", dnsz.primary,
+               "--tsig-key-file", dnsz.tsig_file, env=at(0))
+    assert p.returncode == 0, p.stderr
+    want = {f"3 1 1 {json.loads(ca.ok('dane', HOST, '--json', '--usage', '3').stdout)['records'][0]['data']}", nxt}
+    served_everywhere(dnsz, owner, want)
+    # seen everywhere first at +1: the clock starts there, not when it was printed/published
+    r = commit(ca, dnsz, port, 1)
+    assert r.returncode == 3 and f"seen everywhere since {iso(1)}" in r.stderr and f"wait until {iso(31)}" in r.stderr, r.stderr
+    seen = json.loads((ca.dir / "dane-seen.json").read_text())["seen"]
+    assert seen[f"{owner} {nxt}"] == {"first_seen": iso(1), "ttl": 15}
+    assert oct((ca.dir / "dane-seen.json").stat().st_mode & 0o777) == "0o600"
+    r = commit(ca, dnsz, port, 30)
+    assert r.returncode == 3 and f"wait until {iso(31)}" in r.stderr
+    r = commit(ca, dnsz, port, 31, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["certificates"][0]["spki_sha256"] == staged["spki_sha256"]
+
+
+def test_gate_lets_a_ta_only_deployment_commit(tmp_path, dnsz):
+    ca = ca_at(tmp_path)
+    port, owner = "2502", f"_2502._tcp.{HOST}."
+    p = ca.run("dane", "publish", HOST, "--port", port, "--usage", "2", "--ttl", "15", "--server", dnsz.primary,
+               "--tsig-key-file", dnsz.tsig_file, env=at(0))
+    assert p.returncode == 0, p.stderr
+    ta = {r["rdata"] for r in json.loads(ca.ok("dane", HOST, "--json", "--usage", "2").stdout)["records"]}
+    served_everywhere(dnsz, owner, ta)
+    ca.ok("rekey", HOST, "--stage", env=at(0))
+    r = commit(ca, dnsz, port, 0)
+    assert r.returncode == 3 and f"wait until {iso(30)}" in r.stderr, r.stderr
+    r = commit(ca, dnsz, port, 30)
+    assert r.returncode == 0, r.stderr
+
+
+def test_gate_unreachable_resolver_blocks_with_a_clear_message(tmp_path, dnsz):
+    ca = ca_at(tmp_path)
+    ca.ok("rekey", HOST, "--stage", env=at(0))
+    from conftest import snapshot
+
+    before = snapshot(ca.dir)
+    r = ca.run("rekey", HOST, "--commit", "--resolver", "127.0.0.1@9", env=at(100000))
+    assert r.returncode == 6, (r.returncode, r.stderr)
+    assert r.stderr.startswith("mailca: error: DNS gate: cannot ask the validating resolver") and "127.0.0.1@9" in r.stderr
+    assert "nothing was switched" in r.stderr and r.stderr.count("\n") == 1
+    assert snapshot(ca.dir) == before
+
+
+def test_gate_unsigned_zone_never_opens(tmp_path, dnsz):
+    host = "mail.example.net"
+    ca = ca_at(tmp_path, "example.net", host)
+    ca.ok("rekey", host, "--stage", env=at(0))
+    p = ca.run("dane", "publish", host, "--port", "2503", "--ttl", "15", "--server", dnsz.primary,
+               "--tsig-key-file", dnsz.tsig_file, env=at(0))
+    assert p.returncode == 0, p.stderr
+    for secs in (0, 1000):
+        r = commit(ca, dnsz, "2503", secs, host=host)
+        assert r.returncode == 3 and "no AD bit" in r.stderr and "not DNSSEC-signed" in r.stderr, r.stderr
+
+
+def test_gate_lagging_secondary_blocks_the_commit(tmp_path, dnsz):
+    ca = ca_at(tmp_path)
+    port, owner = "2504", f"_2504._tcp.{HOST}."
+    ca.ok("rekey", HOST, "--stage", env=at(0))
+    dnsz.freeze_secondary()
+    try:
+        p = ca.run("dane", "publish", HOST, "--port", port, "--usage", "3", "--ttl", "15", "--server", dnsz.primary,
+                   "--tsig-key-file", dnsz.tsig_file, env=at(0))
+        assert p.returncode == 0, p.stderr
+        want = {r["rdata"] for r in json.loads(ca.ok("dane", HOST, "--json", "--usage", "3").stdout)["records"]}
+        assert wait_served(dnsz, owner, dnsz.primary, want) == want
+        for secs in (0, 1000):
+            r = commit(ca, dnsz, port, secs)
+            assert r.returncode == 3 and "not served by ns2.example.org." in r.stderr, r.stderr
+            assert "ns1.example.org." not in r.stderr
+    finally:
+        assert dnsz.knotc("secondary", "zone-thaw", dnsz.zone).returncode == 0

@@ -15,8 +15,14 @@ from .common import emit_json, get_store, json_option, store_option, warn
 @click.option("--abort", "action", flag_value="abort", help="Throw the staged key away.")
 @click.option("--key-type", "key_types", multiple=True, metavar="TYPE", help="Only this lineage of a dual pair (repeatable).")
 @click.option("--force", is_flag=True, help="Commit even if the 'next' TLSA record is younger than 2 x TTL (breaks DANE for cached resolvers).")
+@click.option("--resolver", default=None, metavar="ADDR[@PORT]", envvar="MAILCA_DNS_RESOLVER",
+              help="Validating resolver for the DNS gate (env MAILCA_DNS_RESOLVER); without it --commit uses the time "
+                   "'mailca dane' first printed the record.")
+@click.option("--ns-port", default=53, show_default=True, type=click.IntRange(1, 65535), envvar="MAILCA_DNS_NS_PORT",
+              help="Port of the zone's authoritative servers (the gate asks each one directly).")
+@click.option("--port", "ports", multiple=True, metavar="N", help="TLSA owner port(s) the gate checks (default 25).")
 @json_option
-def cli(store_dir, host, action, key_types, force, as_json):
+def cli(store_dir, host, action, key_types, force, resolver, ns_port, ports, as_json):
     """Roll HOST's key without breaking DANE (RFC 7671 section 8.1).
 
     \b
@@ -96,7 +102,21 @@ def cli(store_dir, host, action, key_types, force, as_json):
             click.echo(f"Removed the staged key(s) of {name}; remove their 'next' TLSA records from the zone.")
         return
     # commit: check every lineage first, write nothing unless all pass
-    for e, m in staged:
+    if resolver:  # the DNS gate: every authoritative server + the validating resolver, 2 x served TTL
+        from ..core.names import normalize_dns_name
+        from ..mailconf import dnsgate, publish
+
+        gate = dnsgate.check(store, dnsgate.rekey_needs(store, staged, normalize_dns_name(host), dane.parse_ports(ports)),
+                             publish.parse_server(resolver, "--resolver"), ns_port, now=now)
+        if not gate.ready:
+            if not force:
+                raise StoreError(f"DNS gate holds for {name}: {gate.explain()}; publish with 'mailca dane publish {name}' "
+                                 "and commit again later (or --force)")
+            warn(f"DNS gate holds ({gate.explain()}); committing anyway (--force)")
+        staged_check = []
+    else:
+        staged_check = staged
+    for e, m in staged_check:
         ready = dane.commit_ready_at(m)
         if ready is None:
             msg = (f"the next {e['key_type']} key's TLSA record for {name} has never been printed; run 'mailca dane {name}', "
@@ -109,6 +129,9 @@ def cli(store_dir, host, action, key_types, force, as_json):
         if not force:
             raise StoreError(msg + " (or --force)")
         warn(msg.split(";")[0] + "; committing anyway (--force): DANE senders with a cached old record set will fail until it expires")
+    if not resolver and not force:
+        warn("DNS not asked (no --resolver / MAILCA_DNS_RESOLVER): the wait counted from when 'mailca dane' first "
+             "printed the next record, not from when DNS served it")
     ca = camod.load_ca(store)
     prepared = []
     for e, m in staged:
