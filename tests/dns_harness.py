@@ -201,6 +201,7 @@ class DnsHarness:
         conf = [
             "server:",
             f"    interface: {self.resolver_addr}",
+            f"    interface: {self.resolver_addr}@53",  # for tools that take only an address (resolv.conf, ldns-dane -r)
             f"    port: {self.port}",
             "    do-daemonize: no",
             '    username: ""',
@@ -219,7 +220,9 @@ class DnsHarness:
             f'    trust-anchor: "{self._trust_anchor()}"',
             "    harden-dnssec-stripped: yes",
             "remote-control:",
-            "    control-enable: no",
+            "    control-enable: yes",
+            f"    control-interface: {d}/control.sock",
+            "    control-use-cert: no",
             "stub-zone:",
             f"    name: {self.zone}",
             *[f"    stub-addr: {a}" for a in auths],
@@ -273,6 +276,21 @@ class DnsHarness:
         self.stop()
 
     # ------------------------------------------------------------------ helpers
+    def flush_resolver(self) -> None:
+        """Forget every cached answer for the test zones (between negative controls)."""
+        conf = self.dir / "unbound" / "unbound.conf"
+        for z in [self.zone] + ([self.unsigned_zone] if self.unsigned_zone else []):
+            r = subprocess.run(["unbound-control", "-c", str(conf), "flush_zone", z], capture_output=True, text=True,
+                               timeout=30)
+            assert r.returncode == 0, r.stdout + r.stderr
+        subprocess.run(["unbound-control", "-c", str(conf), "flush_bogus"], capture_output=True, timeout=30)
+
+    def resolv_conf(self) -> Path:
+        """A resolv.conf naming the validating resolver (port 53 of its own loopback address)."""
+        p = self.dir / "resolv.conf"
+        p.write_text(f"nameserver {self.resolver_addr}\noptions trust-ad edns0\n")
+        return p
+
     def knotc(self, role: str, *args: str) -> subprocess.CompletedProcess:
         conf = getattr(self, f"knot_{role}_conf")
         return subprocess.run(["knotc", "-c", str(conf), *args], capture_output=True, text=True, timeout=30)
