@@ -138,6 +138,7 @@ class DnsHarness:
             "  - id: update",
             f"    key: {KEY_NAME}",
             "    action: update",
+            "    update-type: [TLSA]",  # the key may change TLSA records only (docs/dane.md)
             "  - id: xfr",
             f"    address: 127.0.0.0/8",
             "    action: [transfer, notify]",

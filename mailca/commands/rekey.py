@@ -27,14 +27,18 @@ def cli(store_dir, host, action, key_types, force, resolver, ns_port, ports, as_
 
     \b
     1. mailca rekey mail.example.org --stage     # next key, kept in the store (0600)
-    2. mailca dane mail.example.org              # prints current AND next 3 1 1 records;
-                                                 # publish both in your signed zone
+    2. mailca dane publish mail.example.org ...  # current AND next 3 1 1 records (or
+                                                 # 'mailca dane' and publish them by hand)
     3. wait 2 x TTL (so no resolver still caches the old record set)
-    4. mailca rekey mail.example.org --commit    # certificate for the next key goes live
-    5. postfix reload; later remove the old 3 1 1 record
+    4. mailca rekey mail.example.org --commit --resolver 127.0.0.1
+                                                 # certificate for the next key goes live
+    5. postfix reload; the next 'dane publish' removes the old 3 1 1 record
 
-    --commit refuses before 2 x TTL have passed since 'dane' first printed the next
-    record (--force overrides).  Plain renewal keeps the key, so 3 1 1 stays valid.
+    With --resolver (or MAILCA_DNS_RESOLVER) --commit asks every authoritative server of
+    the zone and the validating resolver (AD bit) and refuses until all of them have served
+    a record matching the new chain (next 3 1 1, or the intermediate's 2 x 1) for 2 x the
+    TTL they serve.  Without it, the wait counts from when 'dane' first printed the next
+    record.  --force overrides either.  Plain renewal keeps the key, so 3 1 1 stays valid.
     """
     from ..issuance import ca as camod
     from ..core import certinfo, keys
