@@ -245,3 +245,44 @@ def test_gate_lagging_secondary_blocks_the_commit(tmp_path, dnsz):
             assert "ns1.example.org." not in r.stderr
     finally:
         assert dnsz.knotc("secondary", "zone-thaw", dnsz.zone).returncode == 0
+
+
+def test_renewal_onto_a_renewed_intermediate_waits_for_its_2_0_1(tmp_path, dnsz):
+    """Staged intermediate renewal for a TA-only deployment: 'ca renew-intermediate', then the
+    leaves switch only after the new 2 0 1 has been served everywhere for 2 x TTL."""
+    ca = ca_at(tmp_path)
+    port, owner = "2505", f"_2505._tcp.{HOST}."
+
+    def pub(secs):
+        r = ca.run("dane", "publish", HOST, "--port", port, "--usage", "2", "--ttl", "15", "--server", dnsz.primary,
+                   "--tsig-key-file", dnsz.tsig_file, "--json", env=at(secs))
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)["changes"]
+
+    def renew(secs):
+        return ca.run("renew", "--all", "--force", "--resolver", dnsz.resolver, "--ns-port", str(dnsz.port),
+                      "--dane-port", port, "--json", env=at(secs))
+
+    pub(0)
+    old_ta = {r["rdata"] for r in json.loads(ca.ok("dane", HOST, "--json", "--usage", "2").stdout)["records"]}
+    leaf0 = (ca.live(HOST) / "cert.pem").read_bytes()
+    ca.ok("ca", "renew-intermediate", env=at(0))
+    # the new 2 0 1 is not in DNS: the leaf stays on the old chain
+    r = renew(1)
+    assert r.returncode == 0 and "held back by the DNS gate" in r.stderr and "not served by" in r.stderr, r.stderr
+    assert json.loads(r.stdout)["renewed"] == []
+    assert (ca.live(HOST) / "cert.pem").read_bytes() == leaf0
+    # publish: the live chain's 2 0 1 (old) plus the coming one
+    changes = pub(1)
+    assert [c["action"] for c in changes].count("add") == 1 and [c["action"] for c in changes].count("keep") == 1
+    both = {r["rdata"] for r in json.loads(ca.ok("dane", HOST, "--json", "--usage", "2").stdout)["records"]}
+    assert len(both) == 2 and old_ta < both
+    served_everywhere(dnsz, owner, both)
+    r = renew(2)
+    assert r.returncode == 0 and f"wait until {iso(32)}" in r.stderr, r.stderr
+    r = renew(32)
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["renewed"]) == 1 and (ca.live(HOST) / "cert.pem").read_bytes() != leaf0
+    # the leaf now sends the new intermediate; the next publish removes the old 2 0 1
+    changes = pub(33)
+    assert [c["action"] for c in changes] == ["keep", "delete"] and changes[1]["rdata"] in old_ta

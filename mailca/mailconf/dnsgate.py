@@ -238,3 +238,49 @@ def chain_accepts(store, spki_sha256: str) -> frozenset:
 def rekey_needs(store, staged: list[tuple[dict, dict]], host: str, ports: list[int]) -> list[Need]:
     return [Need(f"_{p}._tcp.{host}.", chain_accepts(store, m["spki_sha256"]), f"next {e['key_type']} key")
             for p in ports for e, m in staged]
+
+
+def _ta_accepts(store) -> frozenset:
+    import hashlib
+
+    from . import dane
+
+    der = dane.pem_cert_der(store.ca_file("intermediate.crt"))
+    return frozenset({publish.rdata_key(2, 0, 1, hashlib.sha256(der).hexdigest()),
+                      publish.rdata_key(2, 1, 1, dane.spki_sha256_of_der(der))})
+
+
+def hold_chain_changes(store, due: list[dict], ports: list[int], resolver: tuple[str, int], ns_port: int = 53, *,
+                       new_key: bool = False, now=None) -> dict[str, str]:
+    """Renewals among ``due`` that would change what the server presents in a way the TLSA
+    RRset may not cover yet - the chain after 'ca renew-intermediate', or the key with
+    --new-key - and are not covered by DNS for 2 x TTL: {lineage name: why}.
+
+    A renewal that keeps the key stays covered by the current 3 1 1; otherwise the new
+    intermediate's 2 0 1 / 2 1 1 must be served."""
+    from . import dane
+
+    coming = dane.pem_cert_der(store.ca_file("intermediate.crt"))
+    needs_by_name: dict[str, list[Need]] = {}
+    for e in due:
+        chain = store.live_dir(e["name"], e["key_type"]) / "chain.pem"
+        changes_chain = not chain.exists() or dane.pem_cert_der(chain) != coming
+        if not (changes_chain or new_key):
+            continue
+        accept = set(_ta_accepts(store))
+        if not new_key:
+            accept.add(publish.rdata_key(3, 1, 1, e["spki_sha256"]))
+        what = f"{e['key_type']}: " + ("new key" if new_key else "chain with the renewed intermediate")
+        for p in ports:
+            needs_by_name.setdefault(e["name"], []).append(Need(f"_{p}._tcp.{e['name']}.", frozenset(accept), what))
+    if not needs_by_name:
+        return {}
+    now = now or certinfo.utcnow()
+    result = check(store, [n for ns in needs_by_name.values() for n in ns], resolver, ns_port, now=now)
+    held: dict[str, str] = {}
+    for name, ns in needs_by_name.items():
+        mine = [s for s in result.needs if s.need in ns]
+        bad = [s for s in mine if s.ready_at is None or s.ready_at > now]
+        if bad:
+            held[name] = GateResult(False, "dns", tuple(bad), ()).explain()
+    return held
