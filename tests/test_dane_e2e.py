@@ -173,6 +173,30 @@ def test_zero_deferred_through_renewal_rekey_and_intermediate_renewal(tmp_path):
                     time.sleep(1)
                 log = sender.log_file.read_text(errors="replace")
                 (tmp_path / "sender.log").write_text(log)
+                # negative control: a wrong TLSA RRset -> check --dane CRITICAL and the sender defers
+                addr, nsport = dnsz.primary.split("@")
+                owner = f"_25._tcp.{HOST}."
+                script = (f"server {addr} {nsport}\nupdate delete {owner} TLSA\n"
+                          f"update add {owner} {TTL} TLSA 3 1 1 {'00' * 32}\nsend\n")
+                p = subprocess.run(["nsupdate", "-k", str(dnsz.tsig_file)], input=script, capture_output=True, text=True,
+                                   timeout=30)
+                assert p.returncode == 0, p.stderr
+                dnsz.flush_resolver()
+                time.sleep(int(TTL) + 1)  # the sender's smtp processes cache TLSA answers for their TTL
+                chk = ca.run("check", "--dane", "example.org", "--resolver", dnsz.resolver, "--json")
+                assert chk.returncode == 5 and json.loads(chk.stdout)["status"] == "CRITICAL", chk.stdout
+                subprocess.run(["sendmail", "-C", str(sender.config_dir), "-f", "probe@sender.example.test",
+                                "wrong@example.org"], input="Subject: wrong\n\nwrong tlsa\n", text=True, timeout=30,
+                               check=True)
+                deadline = time.monotonic() + 30
+                neg = ""
+                while time.monotonic() < deadline:
+                    neg = sender.log_file.read_text(errors="replace")[len(log):]
+                    if "status=deferred" in neg:
+                        break
+                    time.sleep(0.5)
+                assert "status=deferred" in neg and "no matching DANE TLSA" in neg, neg[-2000:]
+                assert "wrong@example.org" not in "".join(ln for ln in neg.splitlines() if "status=sent" in ln)
     sent = [ln for ln in log.splitlines() if "status=sent" in ln]
     deferred = [ln for ln in log.splitlines() if "status=deferred" in ln or "status=bounced" in ln]
     verified = [ln for ln in log.splitlines() if "Verified TLS connection established" in ln]
