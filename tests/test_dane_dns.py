@@ -286,3 +286,32 @@ def test_renewal_onto_a_renewed_intermediate_waits_for_its_2_0_1(tmp_path, dnsz)
     # the leaf now sends the new intermediate; the next publish removes the old 2 0 1
     changes = pub(33)
     assert [c["action"] for c in changes] == ["keep", "delete"] and changes[1]["rdata"] in old_ta
+
+
+def test_gate_record_tampered_on_one_authoritative_blocks_and_restarts_the_clock(tmp_path, dnsz):
+    """Runs last in this module: it edits the secondary's copy of the zone behind the primary's back."""
+    ca = ca_at(tmp_path)
+    port, owner = "2506", f"_2506._tcp.{HOST}."
+    staged = json.loads(ca.ok("rekey", HOST, "--stage", "--json", env=at(0)).stdout)["staged"][0]
+    p = ca.run("dane", "publish", HOST, "--port", port, "--usage", "3", "--ttl", "15", "--server", dnsz.primary,
+               "--tsig-key-file", dnsz.tsig_file, env=at(0))
+    assert p.returncode == 0, p.stderr
+    want = {r["rdata"] for r in json.loads(ca.ok("dane", HOST, "--json", "--usage", "3").stdout)["records"]}
+    served_everywhere(dnsz, owner, want)
+    r = commit(ca, dnsz, port, 1)
+    assert r.returncode == 3 and f"seen everywhere since {iso(1)}" in r.stderr, r.stderr
+    # ns2's copy now carries a different "next" record
+    cur = [x for x in want if x != f"3 1 1 {staged['spki_sha256']}"][0]
+    for c in (["zone-begin", "example.org"], ["zone-unset", "example.org", f"_{port}._tcp.mail", "TLSA"],
+              ["zone-set", "example.org", f"_{port}._tcp.mail", "15", "TLSA", *cur.split()],
+              ["zone-set", "example.org", f"_{port}._tcp.mail", "15", "TLSA", "3", "1", "1", "cd" * 32],
+              ["zone-commit", "example.org"]):
+        k = dnsz.knotc("secondary", *c)
+        assert k.returncode == 0 and "error" not in k.stdout.lower(), (c, k.stdout, k.stderr)
+    assert wait_served(dnsz, owner, dnsz.secondary, {cur, "3 1 1 " + "cd" * 32}) == {cur, "3 1 1 " + "cd" * 32}
+    before = (ca.live(HOST) / "cert.pem").read_bytes()
+    r = commit(ca, dnsz, port, 1000)  # long past 2 x TTL: still refused
+    assert r.returncode == 3 and "not served by ns2.example.org." in r.stderr and "ns1.example.org." not in r.stderr, r.stderr
+    assert (ca.live(HOST) / "cert.pem").read_bytes() == before
+    seen = json.loads((ca.dir / "dane-seen.json").read_text())["seen"]
+    assert f"{owner} 3 1 1 {staged['spki_sha256']}" not in seen  # the clock starts again once ns2 serves it
