@@ -288,6 +288,35 @@ def test_renewal_onto_a_renewed_intermediate_waits_for_its_2_0_1(tmp_path, dnsz)
     assert [c["action"] for c in changes] == ["keep", "delete"] and changes[1]["rdata"] in old_ta
 
 
+def test_unattended_rotation_stage_publish_gate_commit_reload_prune(tmp_path, dnsz):
+    """'dane rotate' run by a timer: every step advances the rotation with no human step.
+    (Uses the primary only through updates; ns2 must follow by NOTIFY: runs before the tamper test.)"""
+    ca = ca_at(tmp_path)
+    port, owner = "2507", f"_2507._tcp.{HOST}."
+    flag = tmp_path / "reloaded"
+    args = ["dane", "rotate", HOST, "--every", "1d", "--port", port, "--usage", "3", "--ttl", "15",
+            "--server", dnsz.primary, "--tsig-key-file", dnsz.tsig_file, "--resolver", dnsz.resolver,
+            "--ns-port", str(dnsz.port), "--deploy-hook", f"touch {flag}"]
+    day = 86400
+    r = ca.run(*args, env=at(0))
+    assert r.returncode == 0 and "publish: added" in r.stdout and "Staged" not in r.stdout, r.stdout + r.stderr
+    cur = {x["rdata"] for x in json.loads(ca.ok("dane", HOST, "--json", "--usage", "3").stdout)["records"]}
+    assert ca.run(*args, env=at(day // 2)).stdout == ""  # key younger than --every: nothing to do
+    r = ca.run(*args, env=at(day + 10))
+    assert r.returncode == 0 and "Staged a next" in r.stdout and "publish next: added" in r.stdout, r.stdout + r.stderr
+    both = {x["rdata"] for x in json.loads(ca.ok("dane", HOST, "--json", "--usage", "3").stdout)["records"]}
+    served_everywhere(dnsz, owner, both)
+    r = ca.run(*args, env=at(day + 11))
+    assert r.returncode == 0 and "waiting: DNS gate holds" in r.stdout and not flag.exists(), r.stdout + r.stderr
+    r = ca.run(*args, env=at(day + 41))
+    assert r.returncode == 0, r.stderr
+    assert "now uses the staged key" in r.stdout and "deploy hook ok" in r.stdout and "prune: removed" in r.stdout, r.stdout
+    assert flag.exists()
+    new = both - cur
+    assert wait_served(dnsz, owner, dnsz.primary, new) == new  # only the new key's record is left
+    assert ca.run(*args, env=at(day + 100)).stdout == ""  # steady state again
+
+
 def test_gate_record_tampered_on_one_authoritative_blocks_and_restarts_the_clock(tmp_path, dnsz):
     """Runs last in this module: it edits the secondary's copy of the zone behind the primary's back."""
     ca = ca_at(tmp_path)

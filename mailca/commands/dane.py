@@ -164,3 +164,102 @@ def publish_cmd(store_dir, host, ports, usage, ta, ta_selector, ttl, server, tsi
     n_del = sum(c.action == "delete" for c in result.changes)
     click.echo(f"{'Dry run: ' if dry_run else ''}zone {result.zone} on {result.server}: {n_add} {verb + ' ' if verb else ''}added, "
                f"{n_del} {verb + ' ' if verb else ''}removed.")
+
+
+def _parse_every(text: str) -> int:
+    """'1y', '6m', '90d', '12h', '30s' -> seconds."""
+    from ..errors import UsageError
+
+    units = {"y": 365 * 86400, "m": 30 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "s": 1}
+    t = str(text).strip().lower()
+    if len(t) >= 2 and t[:-1].isdigit() and t[-1] in units and int(t[:-1]) > 0:
+        return int(t[:-1]) * units[t[-1]]
+    raise UsageError(f"--every {text!r}: use a number and a unit (y, m, w, d, h, s), e.g. 1y or 90d")
+
+
+@cli.command("rotate", short_help="One step of unattended key rotation: stage -> publish -> DNS gate -> commit -> prune.")
+@store_option
+@click.argument("host")
+@_record_options
+@click.option("--every", required=True, metavar="DURATION", help="Rotate a key once it is this old (e.g. 1y, 90d).")
+@click.option("--server", required=True, metavar="ADDR[@PORT]", envvar="MAILCA_DNS_PRIMARY", help="The zone's primary.")
+@click.option("--tsig-key-file", required=True, type=click.Path(dir_okay=False), envvar="MAILCA_TSIG_KEY_FILE",
+              help="TSIG key file for the updates.")
+@click.option("--zone", default=None, metavar="ZONE", help="The zone to update (default: from the server's SOA).")
+@click.option("--resolver", required=True, metavar="ADDR[@PORT]", envvar="MAILCA_DNS_RESOLVER",
+              help="Validating resolver for the DNS gate.")
+@click.option("--ns-port", default=53, show_default=True, type=click.IntRange(1, 65535), envvar="MAILCA_DNS_NS_PORT",
+              help="Port of the zone's authoritative servers.")
+@click.option("--deploy-hook", "hooks", multiple=True, metavar="CMD", help="Run after a commit (argv, no shell), e.g. 'postfix reload'.")
+def rotate_cmd(store_dir, host, ports, usage, ta, ta_selector, ttl, every, server, tsig_key_file, zone, resolver, ns_port,
+               hooks):
+    """Advance HOST's key rotation by one step; run it from the renewal timer.
+
+    Each run: publish the records (current, staged next, TA; stale ones removed); when no
+    next key is staged and the current key is older than --every, stage one and publish
+    its record; when one is staged, commit it as soon as the DNS gate opens (every
+    authoritative server and the validating resolver have served a matching record for
+    2 x TTL), run the deploy hooks, and publish again (the old 3 1 1 goes).  No step
+    needs a human; a run that has nothing to do prints nothing.
+    """
+    import datetime as dt
+
+    from ..core import certinfo
+    from ..errors import HookError, StoreError
+    from ..lifecycle.renew import parse_hooks, run_hooks
+    from ..mailconf import dane, publish
+    from . import rekey
+
+    every_s = _parse_every(every)
+    parsed_hooks = parse_hooks(list(hooks))
+    srv = publish.parse_server(server, "--server")
+    publish.parse_server(resolver, "--resolver")
+    key = publish.load_tsig(tsig_key_file)
+    ctx = click.get_current_context()
+
+    def sync(what):
+        store, entries, name, recs = _prepare(store_dir, host, ports, usage, ta, ta_selector, ttl)
+        res = publish.publish(recs, server=srv, key=key, zone=zone)
+        if any(r.role == "next" for r in recs):
+            dane.mark_published(store, entries, ttl, certinfo.utcnow())
+        for c in res.changes:
+            if c.action != "keep":
+                click.echo(f"{what}: {'added' if c.action == 'add' else 'removed'} {c.owner} TLSA {c.rdata}")
+        return store, entries, name
+
+    store, entries, name = sync("publish")
+    now = certinfo.utcnow()
+    staged = [(e, dane.read_staged(store, e)) for e in entries]
+    if not any(m for _, m in staged):
+        history = store.entries()
+        old = []
+        for e in entries:
+            born = min((certinfo.parse_iso(x["not_before"]) for x in history
+                        if x.get("name") == e["name"] and x.get("key_type") == e["key_type"]
+                        and x.get("spki_sha256") == e["spki_sha256"] and x.get("not_before")),
+                       default=certinfo.parse_iso(e["not_before"]))
+            if now - born >= dt.timedelta(seconds=every_s):
+                old.append(e["key_type"])
+        if old:
+            ctx.invoke(rekey.cli, store_dir=store_dir, host=host, action="stage", key_types=tuple(old), force=False,
+                       resolver=None, ns_port=ns_port, ports=ports, as_json=False)
+            sync("publish next")
+        return
+    try:
+        ctx.invoke(rekey.cli, store_dir=store_dir, host=host, action="commit", key_types=(), force=False,
+                   resolver=resolver, ns_port=ns_port, ports=ports, as_json=False)
+    except StoreError as exc:
+        if "DNS gate holds" in exc.message:
+            click.echo(f"waiting: {exc.message}")
+            return
+        raise
+    if not parsed_hooks:
+        click.echo("committed; reload the servers now - the next run removes the old record")
+        return
+    store = get_store(store_dir)
+    done = [e | {"live_dir": str(store.live_dir(e["name"], e["key_type"]))} for e in dane.find_lineages(store, host)]
+    for h in run_hooks(parsed_hooks, store, done):  # reload BEFORE the old record goes
+        if not h["ok"]:
+            raise HookError(f"deploy hook {h['hook']!r} failed: {h['error']}; the new key is live, reload by hand")
+        click.echo(f"deploy hook ok: {h['hook']}")
+    sync("prune")
