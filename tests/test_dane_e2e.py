@@ -2,8 +2,8 @@
 resolving through the validating unbound (its own mount namespace with a bind-mounted
 resolv.conf), delivering every 2 s to example.org, whose MX is a Postfix serving mailca's
 live chain; DNS is Knot (signed zone, TSIG updates) and mailca publishes every TLSA change
-itself.  Through a renewal, a key rotation (stage -> publish -> DNS gate -> commit -> reload
--> prune) and an intermediate renewal (renew-intermediate -> publish -> gate -> leaf switch ->
+itself.  Through a renewal, a key rotation driven by 'mailca dane rotate' runs as a timer
+would make them (stage -> publish -> DNS gate -> commit -> reload hook -> prune) and an intermediate renewal (renew-intermediate -> publish -> gate -> leaf switch ->
 reload -> prune), with TTL 5 s in real time: zero deferred messages, every one Verified."""
 
 from __future__ import annotations
@@ -125,23 +125,25 @@ def test_zero_deferred_through_renewal_rekey_and_intermediate_renewal(tmp_path):
                     ca.ok("renew", "--all", "--force", *gate, "--dane-port", port)
                     recv.reload()
                     time.sleep(4)
-                    # 2. key rotation: stage, publish next, the gate, commit, reload, prune
-                    ca.ok("rekey", HOST, "--stage")
-                    assert [c["action"] for c in publish("3")].count("add") == 1
+                    # 2. key rotation as the timer runs it: 'dane rotate' once a second, no human step
+                    #    (stage -> publish next -> DNS gate -> commit -> reload hook -> prune)
+                    rotate = ["dane", "rotate", HOST, "--every", "1s", "--usage", "3", *common, *gate,
+                              "--deploy-hook", f"postfix -c {recv.config_dir} reload"]
                     deadline = time.monotonic() + 120
-                    holds = 0
+                    outputs = []
                     while True:
-                        r = ca.run("rekey", HOST, "--commit", *gate, "--port", port)
-                        if r.returncode == 0:
+                        r = ca.run(*rotate)
+                        assert r.returncode == 0, r.stdout + r.stderr
+                        outputs.append(r.stdout)
+                        if "now uses the staged key" in r.stdout:
                             break
-                        assert r.returncode == 3 and "DNS gate holds" in r.stderr, r.stderr
-                        holds += 1
-                        assert time.monotonic() < deadline, r.stderr
+                        assert time.monotonic() < deadline, outputs
                         time.sleep(1)
-                    assert holds >= 5  # it really waited (2 x TTL = 10 s, one check a second or so)
-                    recv.reload()
+                    text = "".join(outputs)
+                    assert "Staged a next" in text and "publish next: added" in text
+                    assert text.count("waiting: DNS gate holds") >= 5, text  # 2 x TTL = 10 s of real waiting
+                    assert "deploy hook ok" in outputs[-1] and "prune: removed" in outputs[-1], outputs[-1]
                     time.sleep(2)
-                    assert [c["action"] for c in publish("3")].count("delete") == 1  # the old 3 1 1 goes
                     # 3. intermediate renewal in a TA deployment: old + coming 2 0 1, the gate, the leaf switch
                     publish("2")  # 3 1 1 out, 2 0 1 in (both match the served chain)
                     time.sleep(2 * int(TTL) + 1)  # let every cache drop the 3 1 1-only set
