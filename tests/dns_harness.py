@@ -140,14 +140,14 @@ class DnsHarness:
             "    action: update",
             "    update-type: [TLSA]",  # the key may change TLSA records only (docs/dane.md)
             "  - id: xfr",
-            f"    address: 127.0.0.0/8",
+            "    address: 127.0.0.0/8",
             "    action: [transfer, notify]",
             "policy:",
             "  - id: fast",
             "    algorithm: ecdsap256sha256",
             "    nsec3: off",
             f"    zone-max-ttl: {self.ttl}",
-            f"    rrsig-refresh: 1d",
+            "    rrsig-refresh: 1d",
             "zone:",
         ]
         for z in zones:

@@ -218,3 +218,22 @@ def test_ta_after_renew_intermediate_is_the_live_chain_plus_the_coming_one(tmp_p
     assert len(records(ca, "--usage", "2", "--ta-selector", "1")) == 1
     ca.ok("renew", "--all", "--force")
     assert [(r["role"], r["data"]) for r in records(ca, "--usage", "2")] == [("ta", new)]
+
+
+def test_ttl_is_remembered_for_the_staged_key(tmp_path):
+    """Issue #12: a later 'dane' without --ttl must not move the wait to the 3600 s default."""
+    ca = make_ca(tmp_path / "store", "example.org")
+    ca.issue(HOST)
+    ca.ok("rekey", HOST, "--stage", env=at(T0))
+    recs = records(ca, "--ttl", "300", env=at(T0))
+    assert {r["ttl"] for r in recs} == {300}
+    later = ca.run("dane", HOST, "--json", env=at("2027-03-01T12:01:00Z"))
+    assert later.returncode == 0, later.stderr
+    out = json.loads(later.stdout)
+    assert out["ttl"] == 300 and {r["ttl"] for r in out["records"]} == {300}
+    assert out["rollover"][0]["commit_after"] == "2027-03-01T12:10:00Z"
+    r = ca.run("rekey", HOST, "--commit", env=at("2027-03-01T12:10:00Z"))
+    assert r.returncode == 0, r.stderr
+    assert "DNS not asked" in r.stderr  # the printed-time rule says so
+    # no staged key: the default is 3600 again
+    assert {r["ttl"] for r in records(ca)} == {3600}

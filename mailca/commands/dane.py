@@ -32,14 +32,16 @@ def _record_options(f):
                      help="Trust anchor of the 2 x 1 records (root: run 'mailca postfix --dane-ta root' too)."),
         click.option("--ta-selector", default="0", show_default=True, metavar="0|1|both",
                      help="DANE-TA selector: 0 = whole CA certificate (2 0 1), 1 = its public key (2 1 1)."),
-        click.option("--ttl", default=3600, show_default=True, type=int,
-                     help="TTL of the records (seconds); the key rollover waits 2 x TTL."),
+        click.option("--ttl", default=None, type=int,
+                     help="TTL of the records (seconds; default: the TTL remembered for a staged key, else 3600); "
+                          "the key rollover waits 2 x TTL."),
     ]):
         f = opt(f)
     return f
 
 
 def _prepare(store_dir, host, ports, usage, ta, ta_selector, ttl):
+    """(store, entries, owner host, records); also returns the TTL used as records[i].ttl."""
     from ..errors import UsageError
     from ..mailconf import dane
 
@@ -50,11 +52,14 @@ def _prepare(store_dir, host, ports, usage, ta, ta_selector, ttl):
     sels = {"0": [0], "1": [1], "both": [0, 1]}.get(ta_selector)
     if sels is None:
         raise UsageError(f"--ta-selector {ta_selector!r}: use 0, 1 or both")
-    if not 1 <= ttl <= 604800:
+    if ttl is not None and not 1 <= ttl <= 604800:
         raise UsageError(f"--ttl {ttl}: use 1 to 604800 seconds (a week); 3600 is common")
     port_list = dane.parse_ports(ports)
     store = get_store(store_dir)
     entries = dane.find_lineages(store, host)
+    if ttl is None:  # a later 'dane' without --ttl keeps the TTL the next record was printed with
+        remembered = [int((dane.read_staged(store, e) or {}).get("ttl") or 0) for e in entries]
+        ttl = max(remembered + [0]) or 3600
     from ..core.names import normalize_dns_name
 
     # the owner name is the host asked for (an MX may be a SAN of the lineage), not the lineage name
@@ -94,6 +99,7 @@ def show(store_dir, host, ports, usage, ta, ta_selector, ttl, fmt, zone, relativ
     if relative and not zone:
         raise UsageError("--relative needs --zone ZONE (the zone the owner names are relative to), e.g. --zone example.org")
     store, entries, name, recs = _prepare(store_dir, host, ports, usage, ta, ta_selector, ttl)
+    ttl = recs[0].ttl if recs else (ttl or 3600)
     if zone:
         for r in recs:
             publish.relative(r.owner, zone)  # the host must be inside the zone
@@ -149,6 +155,7 @@ def publish_cmd(store_dir, host, ports, usage, ta, ta_selector, ttl, server, tsi
     srv = publish.parse_server(server, "--server")
     key = publish.load_tsig(tsig_key_file)
     store, entries, name, recs = _prepare(store_dir, host, ports, usage, ta, ta_selector, ttl)
+    ttl = recs[0].ttl if recs else (ttl or 3600)
     result = publish.publish(recs, server=srv, key=key, zone=zone, dry_run=dry_run)
     if not dry_run and any(r.role == "next" for r in recs):
         dane.mark_published(store, entries, ttl, certinfo.utcnow())
@@ -221,7 +228,7 @@ def rotate_cmd(store_dir, host, ports, usage, ta, ta_selector, ttl, every, serve
         store, entries, name, recs = _prepare(store_dir, host, ports, usage, ta, ta_selector, ttl)
         res = publish.publish(recs, server=srv, key=key, zone=zone)
         if any(r.role == "next" for r in recs):
-            dane.mark_published(store, entries, ttl, certinfo.utcnow())
+            dane.mark_published(store, entries, recs[0].ttl, certinfo.utcnow())
         for c in res.changes:
             if c.action != "keep":
                 click.echo(f"{what}: {'added' if c.action == 'add' else 'removed'} {c.owner} TLSA {c.rdata}")
