@@ -43,8 +43,8 @@ def free_port(addr: str) -> int:
     raise RuntimeError("no free port")
 
 
-def _wait_udp(addr: str, port: int, qname: str, timeout: float = 20.0) -> None:
-    """Until ``addr@port`` answers a SOA query (bounded)."""
+def _wait_udp(addr: str, port: int, qname: str, timeout: float = 20.0, *, any_rcode: bool = False) -> None:
+    """Until ``addr@port`` answers a SOA query (bounded; ``any_rcode``: SERVFAIL counts)."""
     import dns.message
     import dns.query
 
@@ -53,7 +53,7 @@ def _wait_udp(addr: str, port: int, qname: str, timeout: float = 20.0) -> None:
     while time.monotonic() < deadline:
         try:
             r = dns.query.udp(dns.message.make_query(qname, "SOA"), addr, port=port, timeout=1)
-            if r.rcode() == 0 and r.answer:
+            if (r.rcode() == 0 and r.answer) or any_rcode:
                 return
             last = f"rcode {r.rcode()}"
         except Exception as exc:  # not up yet
@@ -195,14 +195,17 @@ class DnsHarness:
             time.sleep(0.2)
         raise RuntimeError("the primary never served a KSK: is dnssec-signing on?")
 
-    def _start_unbound(self) -> None:
-        d = self.dir / "unbound"
+    def _start_unbound(self, *, name: str = "unbound", addr: str | None = None, anchor: str | None = None) -> str:
+        """A validating unbound; returns its ADDR@PORT.  ``anchor`` replaces the zone's real
+        KSK (a wrong one makes every answer from the zone bogus)."""
+        d = self.dir / name
         d.mkdir(exist_ok=True)
+        addr = addr or self.resolver_addr
         auths = [self.primary] + ([self.secondary] if self.secondary_addr else [])
         conf = [
             "server:",
-            f"    interface: {self.resolver_addr}",
-            f"    interface: {self.resolver_addr}@53",  # for tools that take only an address (resolv.conf, ldns-dane -r)
+            f"    interface: {addr}",
+            f"    interface: {addr}@53",  # for tools that take only an address (resolv.conf, ldns-dane -r)
             f"    port: {self.port}",
             "    do-daemonize: no",
             '    username: ""',
@@ -218,7 +221,7 @@ class DnsHarness:
             "    access-control: 127.0.0.0/8 allow",
             "    cache-max-negative-ttl: 1",
             "    do-ip6: no",
-            f'    trust-anchor: "{self._trust_anchor()}"',
+            f'    trust-anchor: "{anchor or self._trust_anchor()}"',
             "    harden-dnssec-stripped: yes",
             "remote-control:",
             "    control-enable: yes",
@@ -240,7 +243,19 @@ class DnsHarness:
         log = open(d / "stdout.log", "wb")
         self.procs.append(subprocess.Popen(["unbound", "-d", "-c", str(p)], stdout=log, stderr=subprocess.STDOUT,
                                            start_new_session=True))
-        _wait_udp(self.resolver_addr, self.port, self.zone)
+        _wait_udp(addr, self.port, self.zone, any_rcode=anchor is not None)
+        return f"{addr}@{self.port}"
+
+    def bogus_resolver(self) -> str:
+        """A second validating unbound whose trust anchor for the zone is a key the zone never
+        had: every answer from the zone is bogus (SERVFAIL), as after a broken key rollover."""
+        import dns.dnssec
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        key = dns.dnssec.make_dnskey(ec.generate_private_key(ec.SECP256R1()).public_key(), "ECDSAP256SHA256", flags=257)
+        return self._start_unbound(name="unbound-bogus", addr=self.resolver_addr.rsplit(".", 1)[0] + "."
+                                   + str(int(self.resolver_addr.rsplit(".", 1)[1]) + 1),
+                                   anchor=f"{self.zone}. DNSKEY {key.to_text()}")
 
     def start(self) -> "DnsHarness":
         for tool in ("knotd", "knotc", "unbound", "kdig"):

@@ -179,3 +179,20 @@ def test_two_mx_dual_algorithm_domain_is_read_quickly(world):
     assert got == {(HOST, "ecdsa"): True, (HOST, "rsa"): True, ("mx2.example.org", "ecdsa"): False,
                    ("mx2.example.org", "rsa"): False}
     assert took < 3.0, took
+
+
+def test_bogus_zone_is_critical(world):
+    """A resolver whose trust anchor is a key the zone never had: every answer is bogus."""
+    bogus = world["dns"].bogus_resolver()
+    r = world["ca"].run("check", "--dane", "example.org", "--resolver", bogus, "--port", world["port"], "--json")
+    assert r.returncode == 5, (r.returncode, r.stderr)
+    rep = json.loads(r.stdout)
+    assert rep["status"] == "CRITICAL" and rep["verdict"] == "fails" and rep["mx_status"] == "bogus"
+    assert any("bogus" in i["message"] for i in rep["items"] if i["severity"] == "CRITICAL")
+    n = world["ca"].run("check", "--dane", "example.org", "--resolver", bogus, "--port", world["port"], "--nagios")
+    assert n.returncode == 2 and n.stdout.startswith("DANE CRITICAL"), n.stdout
+    # and the DNS gate refuses to switch a key on the strength of a bogus answer
+    world["ca"].ok("rekey", HOST, "--stage")
+    g = world["ca"].run("rekey", HOST, "--commit", "--resolver", bogus, "--ns-port", str(world["dns"].port))
+    assert g.returncode == 6 and "SERVFAIL" in g.stderr and "bogus" in g.stderr and g.stderr.count("\n") == 1, g.stderr
+    world["ca"].ok("rekey", HOST, "--abort")

@@ -119,7 +119,12 @@ def zone_of(server: tuple[str, int], name: str, *, rd: bool = False) -> str:
     """The zone holding ``name``, from the SOA in the answer or authority section."""
     import dns.rdatatype
 
+    import dns.rcode
+
     r = query(server, name, "SOA", rd=rd)
+    if r.rcode() == dns.rcode.SERVFAIL:
+        raise ConnectError(f"DNS server {server[0]}@{server[1]} answered SERVFAIL for {name}: DNSSEC validation failed "
+                           "(bogus) or the zone's servers are unreachable")
     for section in (r.answer, r.authority):
         for rrset in section:
             if rrset.rdtype == dns.rdatatype.SOA:
