@@ -237,3 +237,32 @@ def test_ttl_is_remembered_for_the_staged_key(tmp_path):
     assert "DNS not asked" in r.stderr  # the printed-time rule says so
     # no staged key: the default is 3600 again
     assert {r["ttl"] for r in records(ca)} == {3600}
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["dane", "publish", HOST, "--server", "127.0.0.1@5353", "--tsig-key-file", "{tmp}/missing.key"], "missing.key"),
+    (["dane", "publish", HOST, "--server", "127.0.0.1@5353", "--tsig-key-file", "{tmp}/garbage.key"], "has no TSIG key"),
+    (["dane", "publish", HOST, "--server", "127.0.0.1@5353", "--tsig-key-file", "{tmp}/md4.key"], "hmac-md4"),
+    (["dane", "rotate", HOST, "--every", "soon", "--server", "127.0.0.1", "--tsig-key-file", "{tmp}/garbage.key",
+      "--resolver", "127.0.0.1"], "--every 'soon'"),
+    (["dane", HOST, "--relative"], "--relative needs --zone"),
+    (["check", "--dane", "example.org", "--resolver", "127.0.0.1@9", "--at", "next week"], "--at 'next week'"),
+    (["check", "--dane", "exa mple.org", "--resolver", "127.0.0.1@9"], "exa mple.org"),
+    (["check", "--dane", "example.org", "--resolver", "dns.example"], "not an IP address"),
+    (["rekey", HOST, "--commit", "--resolver", "resolver.example"], "not an IP address"),
+])
+def test_dns_bad_input_is_one_line_exit_2_nothing_written(dual, tmp_path, args, needle):
+    (tmp_path / "garbage.key").write_text("this is not a key\n")
+    (tmp_path / "md4.key").write_text('key "k" { algorithm hmac-md4; secret "AAAA"; };\n')
+    if args[0] == "rekey":
+        dual.ok("rekey", HOST, "--stage")
+    before = snapshot(dual.dir)
+    try:
+        r = dual.run(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+        assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+        assert r.stderr.startswith("mailca: error: ") and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+        assert snapshot(dual.dir) == before
+    finally:
+        if args[0] == "rekey":
+            dual.ok("rekey", HOST, "--abort")
