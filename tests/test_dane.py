@@ -11,7 +11,7 @@ import stat
 
 import pytest
 
-from conftest import base_env, make_ca, require, snapshot, tool
+from conftest import base_env, make_ca, require, run, snapshot, tool
 
 HOST = "mail.example.org"
 T0 = "2027-03-01T12:00:00Z"
@@ -237,6 +237,18 @@ def test_ttl_is_remembered_for_the_staged_key(tmp_path):
     assert "DNS not asked" in r.stderr  # the printed-time rule says so
     # no staged key: the default is 3600 again
     assert {r["ttl"] for r in records(ca)} == {3600}
+
+
+def test_profile_rekey_every_is_validated(tmp_path):
+    prof = tmp_path / "p.toml"
+    prof.write_text('[rekey]\nevery = "soon"\n')
+    r = run(["--dir", tmp_path / "store", "init", "--org", "T", "--domain", "example.org", "--profile", prof])
+    assert r.returncode == 2 and "rekey.every" in r.stderr and '"1y"' in r.stderr, r.stderr
+    assert not (tmp_path / "store" / "ca").exists()
+    ca = make_ca(tmp_path / "store2", "example.org")
+    ca.issue(HOST)
+    r = ca.run("dane", "rotate", HOST, "--server", "127.0.0.1", "--tsig-key-file", prof, "--resolver", "127.0.0.1")
+    assert r.returncode == 2 and "rekey.every" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -139,11 +139,11 @@ def iso(seconds: int) -> str:
     return (NOW + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def ca_at(tmp_path, domain="example.org", host=HOST):
+def ca_at(tmp_path, domain="example.org", host=HOST, extra=()):
     from conftest import CAHandle, run
 
     d = tmp_path / "store"
-    r = run(["--dir", d, "init", "--org", "Test Mail", "--domain", domain], env=at(0))
+    r = run(["--dir", d, "init", "--org", "Test Mail", "--domain", domain, *extra], env=at(0))
     assert r.returncode == 0, r.stderr
     ca = CAHandle(d, (domain,))
     ca.ok("issue", host, env=at(0))
@@ -291,10 +291,12 @@ def test_renewal_onto_a_renewed_intermediate_waits_for_its_2_0_1(tmp_path, dnsz)
 def test_unattended_rotation_stage_publish_gate_commit_reload_prune(tmp_path, dnsz):
     """'dane rotate' run by a timer: every step advances the rotation with no human step.
     (Uses the primary only through updates; ns2 must follow by NOTIFY: runs before the tamper test.)"""
-    ca = ca_at(tmp_path)
+    prof = tmp_path / "rotating.toml"
+    prof.write_text('[rekey]\nevery = "1d"\n')  # the policy lives in the CA's profile
+    ca = ca_at(tmp_path, extra=["--profile", prof])
     port, owner = "2507", f"_2507._tcp.{HOST}."
     flag = tmp_path / "reloaded"
-    args = ["dane", "rotate", HOST, "--every", "1d", "--port", port, "--usage", "3", "--ttl", "15",
+    args = ["dane", "rotate", HOST, "--port", port, "--usage", "3", "--ttl", "15",
             "--server", dnsz.primary, "--tsig-key-file", dnsz.tsig_file, "--resolver", dnsz.resolver,
             "--ns-port", str(dnsz.port), "--deploy-hook", f"touch {flag}"]
     day = 86400

@@ -188,7 +188,8 @@ def _parse_every(text: str) -> int:
 @store_option
 @click.argument("host")
 @_record_options
-@click.option("--every", required=True, metavar="DURATION", help="Rotate a key once it is this old (e.g. 1y, 90d).")
+@click.option("--every", default=None, metavar="DURATION",
+              help="Rotate a key once it is this old (e.g. 1y, 90d); default: the profile's rekey.every.")
 @click.option("--server", required=True, metavar="ADDR[@PORT]", envvar="MAILCA_DNS_PRIMARY", help="The zone's primary.")
 @click.option("--tsig-key-file", required=True, type=click.Path(dir_okay=False), envvar="MAILCA_TSIG_KEY_FILE",
               help="TSIG key file for the updates.")
@@ -212,11 +213,17 @@ def rotate_cmd(store_dir, host, ports, usage, ta, ta_selector, ttl, every, serve
     import datetime as dt
 
     from ..core import certinfo
-    from ..errors import HookError, StoreError
+    from ..errors import HookError, StoreError, UsageError
     from ..lifecycle.renew import parse_hooks, run_hooks
     from ..mailconf import dane, publish
     from . import rekey
 
+    if every is None:
+        from ..lifecycle.renew import load_policy
+
+        every = (load_policy(get_store(store_dir), None)[1]["profile"].raw.get("rekey") or {}).get("every")
+        if every is None:
+            raise UsageError("no rotation interval: give --every (e.g. 1y) or set rekey.every in the CA's profile")
     every_s = _parse_every(every)
     parsed_hooks = parse_hooks(list(hooks))
     srv = publish.parse_server(server, "--server")
