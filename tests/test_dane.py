@@ -13,7 +13,7 @@ import pytest
 
 import datetime as dt
 
-from conftest import T0 as CLOCK0, base_env, iso, make_ca, require, snapshot, tool
+from conftest import T0 as CLOCK0, base_env, iso, make_ca, require, run, snapshot, tool
 
 HOST = "mail.example.org"
 BASE = CLOCK0 + dt.timedelta(days=10)  # ten days after the CA and its certificates were made
@@ -202,3 +202,87 @@ def test_interrupted_commit_is_recognised(tmp_path):
     r = ca.run("rekey", HOST, "--commit")
     assert r.returncode == 3 and "no next key is staged" in r.stderr, r.stderr
     assert not (lineage / "next-key.pem").exists() and not (lineage / "next.json").exists()
+
+
+def test_ta_after_renew_intermediate_is_the_live_chain_plus_the_coming_one(tmp_path):
+    """Issue #12: after 'ca renew-intermediate' the server still sends the old intermediate
+    until its leaves are renewed: dane must print that one (and the coming one), and the
+    dry run must not print a digest that the real run will never produce."""
+    ca = make_ca(tmp_path / "store", "example.org")
+    ca.issue(HOST)
+    old = openssl_cert_sha256(ca.intermediate)
+    dry = ca.ok("ca", "renew-intermediate", "--dry-run", "--json")
+    assert json.loads(dry.stdout)["new"]["tlsa_2_0_1"] is None
+    dry_text = ca.ok("ca", "renew-intermediate", "--dry-run").stdout
+    assert re.findall(r"2 0 1 ([0-9a-f]{64})", dry_text) == [old]  # only "remove later": the old one
+    real = json.loads(ca.ok("ca", "renew-intermediate", "--json").stdout)
+    new = openssl_cert_sha256(ca.intermediate)
+    assert new != old and real["new"]["tlsa_2_0_1"] == f"2 0 1 {new}"
+    live_chain_ta = openssl_cert_sha256(ca.live(HOST) / "chain.pem")
+    assert live_chain_ta == old  # the server still sends the old intermediate
+    recs = records(ca, "--usage", "2")
+    assert [(r["role"], r["data"]) for r in recs] == [("ta", old), ("ta-next", new)]
+    # 2 1 1: same key, one record
+    assert len(records(ca, "--usage", "2", "--ta-selector", "1")) == 1
+    ca.ok("renew", "--all", "--force")
+    assert [(r["role"], r["data"]) for r in records(ca, "--usage", "2")] == [("ta", new)]
+
+
+def test_ttl_is_remembered_for_the_staged_key(tmp_path):
+    """Issue #12: a later 'dane' without --ttl must not move the wait to the 3600 s default."""
+    ca = make_ca(tmp_path / "store", "example.org")
+    ca.issue(HOST)
+    ca.ok("rekey", HOST, "--stage", env=at(T0))
+    recs = records(ca, "--ttl", "300", env=at(T0))
+    assert {r["ttl"] for r in recs} == {300}
+    later = ca.run("dane", HOST, "--json", env=at(t(minutes=1)))
+    assert later.returncode == 0, later.stderr
+    out = json.loads(later.stdout)
+    assert out["ttl"] == 300 and {r["ttl"] for r in out["records"]} == {300}
+    assert out["rollover"][0]["commit_after"] == t(minutes=10)
+    r = ca.run("rekey", HOST, "--commit", env=at(t(minutes=10)))
+    assert r.returncode == 0, r.stderr
+    assert "DNS not asked" in r.stderr  # the printed-time rule says so
+    # no staged key: the default is 3600 again
+    assert {r["ttl"] for r in records(ca)} == {3600}
+
+
+def test_profile_rekey_every_is_validated(tmp_path):
+    prof = tmp_path / "p.toml"
+    prof.write_text('[rekey]\nevery = "soon"\n')
+    r = run(["--dir", tmp_path / "store", "init", "--org", "T", "--domain", "example.org", "--profile", prof])
+    assert r.returncode == 2 and "rekey.every" in r.stderr and '"1y"' in r.stderr, r.stderr
+    assert not (tmp_path / "store" / "ca").exists()
+    ca = make_ca(tmp_path / "store2", "example.org")
+    ca.issue(HOST)
+    r = ca.run("dane", "rotate", HOST, "--server", "127.0.0.1", "--tsig-key-file", prof, "--resolver", "127.0.0.1")
+    assert r.returncode == 2 and "rekey.every" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["dane", "publish", HOST, "--server", "127.0.0.1@5353", "--tsig-key-file", "{tmp}/missing.key"], "missing.key"),
+    (["dane", "publish", HOST, "--server", "127.0.0.1@5353", "--tsig-key-file", "{tmp}/garbage.key"], "has no TSIG key"),
+    (["dane", "publish", HOST, "--server", "127.0.0.1@5353", "--tsig-key-file", "{tmp}/md4.key"], "hmac-md4"),
+    (["dane", "rotate", HOST, "--every", "soon", "--server", "127.0.0.1", "--tsig-key-file", "{tmp}/garbage.key",
+      "--resolver", "127.0.0.1"], "--every 'soon'"),
+    (["dane", HOST, "--relative"], "--relative needs --zone"),
+    (["check", "--dane", "example.org", "--resolver", "127.0.0.1@9", "--at", "next week"], "--at 'next week'"),
+    (["check", "--dane", "exa mple.org", "--resolver", "127.0.0.1@9"], "exa mple.org"),
+    (["check", "--dane", "example.org", "--resolver", "dns.example"], "not an IP address"),
+    (["rekey", HOST, "--commit", "--resolver", "resolver.example"], "not an IP address"),
+])
+def test_dns_bad_input_is_one_line_exit_2_nothing_written(dual, tmp_path, args, needle):
+    (tmp_path / "garbage.key").write_text("this is not a key\n")
+    (tmp_path / "md4.key").write_text('key "k" { algorithm hmac-md4; secret "AAAA"; };\n')
+    if args[0] == "rekey":
+        dual.ok("rekey", HOST, "--stage")
+    before = snapshot(dual.dir)
+    try:
+        r = dual.run(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+        assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+        assert r.stderr.startswith("mailca: error: ") and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+        assert snapshot(dual.dir) == before
+    finally:
+        if args[0] == "rekey":
+            dual.ok("rekey", HOST, "--abort")

@@ -15,7 +15,7 @@ LAYERS = {
     "errors": 0, "__init__": 0,
     "core": 1, "profiles_data": 1,
     "storage": 2,
-    "issuance": 3,
+    "issuance": 3, "dns": 3,
     "lifecycle": 4, "distribution": 4, "probe": 4,
     "mailconf": 5,
     "commands": 6,

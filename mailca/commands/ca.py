@@ -41,6 +41,8 @@ def renew_intermediate(store_dir, passphrase_file, days, dry_run, as_json):
     encrypted = load_castate(store).root_encrypted
     passphrase = keys.read_passphrase(passphrase_file, purpose="root CA key") if encrypted else None
     info = do_renew(store, passphrase, days=days, dry_run=dry_run)
+    if dry_run:  # the real run signs another certificate (new serial, new signature): its 2 0 1 is unknown now
+        info = info._replace(new=info.new._replace(tlsa_2_0_1=None))
     if as_json:
         emit_json(info.as_dict())
         return
@@ -51,7 +53,11 @@ def renew_intermediate(store_dir, passphrase_file, days, dry_run, as_json):
     click.echo(f"  {info.leaves_checked} current certificate(s) verified against the new intermediate.")
     click.echo("DANE / TLSA:")
     click.echo(f"  unchanged:        {info.tlsa_2_1_1}   (and every 3 1 1 record)")
-    click.echo(f"  publish FIRST:    {info.new.tlsa_2_0_1}")
+    if dry_run:
+        click.echo("  publish FIRST:    (a new 2 0 1 record; the real run prints it - a dry run signs a throw-away "
+                   "certificate whose digest will never exist)")
+    else:
+        click.echo(f"  publish FIRST:    {info.new.tlsa_2_0_1}")
     click.echo(f"  remove later:     {info.old.tlsa_2_0_1}")
     click.echo("Next: publish the new 2 0 1 record next to the old one and wait two TTLs; then deploy the new chain "
                "with 'mailca renew --all --force --deploy-hook \"postfix reload\"'; then remove the old 2 0 1 record.")

@@ -27,7 +27,15 @@ def _port_spec(value: str) -> tuple[int, str]:
 
 
 @click.command("check", short_help="Audit a live SMTP server's TLS and say which setting fixes what.")
-@click.argument("host")
+@click.argument("host", required=False)
+@click.option("--dane", "dane_domain", default=None, metavar="DOMAIN",
+              help="Audit DOMAIN's DANE instead (MX, TLSA via a validating resolver, every MX x address x key "
+                   "algorithm); see docs/dane.md.")
+@click.option("--resolver", default=None, metavar="ADDR[@PORT]", envvar="MAILCA_DNS_RESOLVER",
+              help="--dane: the validating resolver (default: first nameserver of /etc/resolv.conf).")
+@click.option("--at", "at_date", default=None, metavar="DATE",
+              help="--dane: judge DANE-TA validity on this day (ISO date), e.g. 2027-06-01.")
+@click.option("--nagios", is_flag=True, help="--dane: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (monitoring plugins).")
 @click.option("--port", "ports", multiple=True, metavar="PORT[:ROLE]",
               help="Port to audit (repeatable; default 25).  ROLE is smtp (STARTTLS, MX), submission "
                    "(STARTTLS, AUTH expected) or submissions (implicit TLS); 25, 587 and 465 get theirs by default.")
@@ -45,7 +53,8 @@ def _port_spec(value: str) -> tuple[int, str]:
               help="Hide text findings below this severity (JSON always has all).")
 @click.option("-v", "--verbose", is_flag=True, help="Also list the OK facts (protocols not offered, ...).")
 @json_option
-def cli(host, ports, name, ca_file, tlsa, timeout, parallel, min_severity, verbose, as_json):
+def cli(host, dane_domain, resolver, at_date, nagios, ports, name, ca_file, tlsa, timeout, parallel, min_severity,
+        verbose, as_json):
     """Audit the TLS of a live SMTP server: protocols, cipher classes, cipher order,
     forward secrecy, DH group size, the certificate chain as sent (trust, host name,
     expiry, key, signature), DANE, and SMTP policy (STARTTLS, AUTH before TLS, MAIL FROM
@@ -74,6 +83,13 @@ def cli(host, ports, name, ca_file, tlsa, timeout, parallel, min_severity, verbo
     from ..probe.audit import Options, audit
     from ..probe.smtp import Endpoint
 
+    if dane_domain is not None:
+        from ._check_dane import run_dane
+
+        return run_dane(dane_domain, host=host, resolver=resolver, at_date=at_date, nagios=nagios, ports=ports,
+                        timeout=timeout, as_json=as_json)
+    if host is None:
+        raise UsageError("give the HOST to audit (or --dane DOMAIN)")
     if name is None and not is_ip_literal(host):
         name = host
     if name is not None and not is_ip_literal(name):

@@ -15,24 +15,35 @@ from .common import emit_json, get_store, json_option, store_option, warn
 @click.option("--abort", "action", flag_value="abort", help="Throw the staged key away.")
 @click.option("--key-type", "key_types", multiple=True, metavar="TYPE", help="Only this lineage of a dual pair (repeatable).")
 @click.option("--force", is_flag=True, help="Commit even if the 'next' TLSA record is younger than 2 x TTL (breaks DANE for cached resolvers).")
+@click.option("--resolver", default=None, metavar="ADDR[@PORT]", envvar="MAILCA_DNS_RESOLVER",
+              help="Validating resolver for the DNS gate (env MAILCA_DNS_RESOLVER); without it --commit uses the time "
+                   "'mailca dane' first printed the record.")
+@click.option("--ns-port", default=53, show_default=True, type=click.IntRange(1, 65535), envvar="MAILCA_DNS_NS_PORT",
+              help="Port of the zone's authoritative servers (the gate asks each one directly).")
+@click.option("--port", "ports", multiple=True, metavar="N", help="TLSA owner port(s) the gate checks (default 25).")
 @json_option
-def cli(store_dir, host, action, key_types, force, as_json):
+def cli(store_dir, host, action, key_types, force, resolver, ns_port, ports, as_json):
     """Roll HOST's key without breaking DANE (RFC 7671 section 8.1).
 
     \b
     1. mailca rekey mail.example.org --stage     # next key, kept in the store (0600)
-    2. mailca dane mail.example.org              # prints current AND next 3 1 1 records;
-                                                 # publish both in your signed zone
+    2. mailca dane publish mail.example.org ...  # current AND next 3 1 1 records (or
+                                                 # 'mailca dane' and publish them by hand)
     3. wait 2 x TTL (so no resolver still caches the old record set)
-    4. mailca rekey mail.example.org --commit    # certificate for the next key goes live
-    5. postfix reload; later remove the old 3 1 1 record
+    4. mailca rekey mail.example.org --commit --resolver 127.0.0.1
+                                                 # certificate for the next key goes live
+    5. postfix reload; the next 'dane publish' removes the old 3 1 1 record
 
-    --commit refuses before 2 x TTL have passed since 'dane' first printed the next
-    record (--force overrides).  Plain renewal keeps the key, so 3 1 1 stays valid.
+    With --resolver (or MAILCA_DNS_RESOLVER) --commit asks every authoritative server of
+    the zone and the validating resolver (AD bit) and refuses until all of them have served
+    a record matching the new chain (next 3 1 1, or the intermediate's 2 x 1) for 2 x the
+    TTL they serve.  Without it, the wait counts from when 'dane' first printed the next
+    record.  --force overrides either.  Plain renewal keeps the key, so 3 1 1 stays valid.
     """
     from ..lifecycle.rekey import rekey
 
-    res = rekey(get_store(store_dir), host, action, key_types=key_types, force=force)
+    res = rekey(get_store(store_dir), host, action, key_types=key_types, force=force, resolver=resolver,
+                ns_port=ns_port, ports=ports)
     for w in res.warnings:
         warn(w)
     if as_json:

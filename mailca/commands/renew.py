@@ -20,8 +20,14 @@ from .common import emit_json, get_store, json_option, store_option, warn
               help="Run CMD (split like a shell word list, no shell) once after at least one renewal. Repeatable.")
 @click.option("--dry-run", is_flag=True, help="Show what is due; write nothing, run no hook.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only warnings and errors.")
+@click.option("--resolver", default=None, metavar="ADDR[@PORT]", envvar="MAILCA_DNS_RESOLVER",
+              help="DNS gate (docs/dane.md): hold back a renewal that changes the served chain or key until every "
+                   "authoritative server and this validating resolver serve a matching TLSA record for 2 x TTL.")
+@click.option("--ns-port", default=53, show_default=True, type=click.IntRange(1, 65535), envvar="MAILCA_DNS_NS_PORT",
+              help="Port of the zone's authoritative servers (the gate asks each one directly).")
+@click.option("--dane-port", "dane_ports", multiple=True, metavar="N", help="TLSA owner port(s) the gate checks (default 25).")
 @json_option
-def cli(store_dir, names, all_, days_before, new_key, force, hooks, dry_run, quiet, as_json):
+def cli(store_dir, names, all_, days_before, new_key, force, hooks, dry_run, quiet, resolver, ns_port, dane_ports, as_json):
     """Renew every certificate that is due, keeping its key unless --new-key.
 
     A certificate is due when two thirds of its lifetime have passed (profile
@@ -52,6 +58,20 @@ def cli(store_dir, names, all_, days_before, new_key, force, hooks, dry_run, qui
     if all_ and names:
         raise UsageError("give NAMEs or --all, not both")
     store = get_store(store_dir)
+    held = _dns_gate(store, names, days_before, force, new_key, resolver, ns_port, dane_ports) if resolver and not dry_run else {}
+    for held_name, why in held.items():
+        warn(f"renewal of {held_name} held back by the DNS gate (the TLSA records do not cover it yet): {why}")
+    if held:
+        from ..lifecycle.renew import lineages, resolve_names
+
+        entries = store.load_index()["certs"]
+        pool = resolve_names(entries, list(names)) if names else \
+            sorted({n for (n, _), e in lineages(entries).items() if e.get("status") != "revoked"})
+        names = tuple(n for n in pool if n not in held)
+        if not names:
+            if as_json:
+                emit_json({"renewed": [], "held": held})
+            return
     res = renew(store, names=list(names) or None, days_before=days_before, new_key=new_key, hooks=list(hooks),
                 dry_run=dry_run, force=force)
     if as_json:
@@ -90,3 +110,18 @@ def cli(store_dir, names, all_, days_before, new_key, force, hooks, dry_run, qui
     if bad_hooks:
         raise HookError(f"deploy hook {bad_hooks[0]['hook']!r} failed: {bad_hooks[0]['error']}; "
                         f"the certificates were renewed, reload the servers by hand")
+
+
+def _dns_gate(store, names, days_before, force, new_key, resolver, ns_port, dane_ports) -> dict:
+    """{lineage name: why} for the due renewals the DNS gate holds back (mailca/dns/gate.py)."""
+    from ..core import certinfo
+    from ..lifecycle.renew import load_policy, resolve_names, select_due
+    from ..dns import client as publish, gate as dnsgate
+    from ..mailconf import dane
+
+    entries = store.load_index()["certs"]
+    wanted = resolve_names(entries, list(names)) if names else None
+    policy, _ = load_policy(store, days_before)
+    due, _, _ = select_due(entries, certinfo.utcnow(), policy, names=wanted, force=force)
+    return dnsgate.hold_chain_changes(store, due, dane.parse_ports(dane_ports), publish.parse_server(resolver, "--resolver"),
+                                      ns_port, new_key=new_key)

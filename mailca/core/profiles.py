@@ -46,6 +46,12 @@ def _str(v):
     return isinstance(v, str), "a string"
 
 
+def _duration(v):
+    """'1y', '6m', '90d', '12h' (rekey.every: how old a key may get before 'mailca dane rotate' replaces it)."""
+    ok = isinstance(v, str) and len(v) >= 2 and v[:-1].isdigit() and int(v[:-1]) > 0 and v[-1] in "ymwdhs"
+    return ok, 'a duration like "1y", "6m" or "90d"'
+
+
 def _str_list(v):
     return isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"
 
@@ -87,6 +93,9 @@ CERT_SCHEMA: dict[str, dict] = {
     "renew": {
         "fraction": _float_range(0.05, 0.95),
         "intermediate_warn_days": _int_range(1, 3650),
+    },
+    "rekey": {
+        "every": _duration,
     },
 }
 

@@ -131,7 +131,8 @@ def commit_ready_at(meta: dict) -> _dt.datetime | None:
 
 # ------------------------------------------------------------------ the command's work
 def rekey(store, host: str, action: str | None, *, key_types: tuple[str, ...] | list[str] = (), force: bool = False,
-          now: _dt.datetime | None = None) -> RekeyResult:
+          now: _dt.datetime | None = None, resolver: str | None = None, ns_port: int = 53,
+          ports: tuple[str, ...] | list[str] = ()) -> RekeyResult:
     """``action``: stage | commit | abort, for the lineage(s) serving ``host`` (all key types,
     or only ``key_types``)."""
     from ..core import keys
@@ -157,7 +158,7 @@ def rekey(store, host: str, action: str | None, *, key_types: tuple[str, ...] | 
         return stage(store, entries, now=now)
     if action == "abort":
         return abort(store, entries)
-    return commit(store, entries, force=force, now=now)
+    return commit(store, entries, force=force, now=now, host=host, resolver=resolver, ns_port=ns_port, ports=ports)
 
 
 def stage(store, entries: list[dict], *, now: _dt.datetime) -> RekeyResult:
@@ -209,16 +210,37 @@ def abort(store, entries: list[dict]) -> RekeyResult:
     return RekeyResult(entries[0]["name"], "abort", aborted=tuple(out))
 
 
-def commit(store, entries: list[dict], *, force: bool, now: _dt.datetime) -> RekeyResult:
+def commit(store, entries: list[dict], *, force: bool, now: _dt.datetime, host: str | None = None,
+           resolver: str | None = None, ns_port: int = 53, ports=()) -> RekeyResult:
     """Issue a certificate for each staged key and make it live (checks all lineages first,
-    writes nothing unless all pass)."""
+    writes nothing unless all pass).  With ``resolver`` the DNS gate decides (every
+    authoritative server and the validating resolver have served a matching record for
+    2 x the served TTL); without it, the time 'mailca dane' first printed the record."""
     from ..core import keys
     from ..issuance import ca as camod
 
     name = entries[0]["name"]
     staged = _staged_or_fail(store, entries)
     warnings = []
-    for e, m in staged:
+    if resolver:
+        from ..core.names import normalize_dns_name
+        from ..dns import client as publish, gate as dnsgate
+
+        gate = dnsgate.check(store, dnsgate.rekey_needs(store, staged, normalize_dns_name(host or name),
+                                                        dnsgate.parse_ports(tuple(ports))),
+                             publish.parse_server(resolver, "--resolver"), ns_port, now=now)
+        if not gate.ready:
+            if not force:
+                raise StoreError(f"DNS gate holds for {name}: {gate.explain()}; publish with 'mailca dane publish {name}' "
+                                 "and commit again later (or --force)")
+            warnings.append(f"DNS gate holds ({gate.explain()}); committing anyway (--force)")
+        staged_check = []
+    else:
+        staged_check = staged
+        if not force:
+            warnings.append("DNS not asked (no --resolver / MAILCA_DNS_RESOLVER): the wait counted from when "
+                            "'mailca dane' first printed the next record, not from when DNS served it")
+    for e, m in staged_check:
         ready = commit_ready_at(m)
         if ready is None:
             msg = (f"the next {e['key_type']} key's TLSA record for {name} has never been printed; run 'mailca dane {name}', "

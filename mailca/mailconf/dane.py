@@ -17,6 +17,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..dns.gate import parse_ports, pem_cert_der, spki_sha256_of_der
 from ..errors import StoreError, UsageError
 from ..lifecycle.rekey import read_staged
 from ..storage.index import lineages_for_host as find_lineages
@@ -37,30 +38,6 @@ def ca_domains(store) -> list[str]:
 
 
 # ----------------------------------------------------------------------- digests
-def pem_cert_der(path: Path) -> bytes:
-    """DER of the first certificate in a PEM file (base64 body; no X.509 parsing needed for
-    a 2 0 1 digest, which hashes the whole certificate)."""
-    import base64
-    import binascii
-
-    try:
-        text = path.read_text()
-        body = text.split("-----BEGIN CERTIFICATE-----", 1)[1].split("-----END CERTIFICATE-----", 1)[0]
-        return base64.b64decode("".join(body.split()), validate=True)
-    except FileNotFoundError:
-        raise StoreError(f"{path} is missing; restore it from a backup") from None
-    except (IndexError, ValueError, binascii.Error, UnicodeDecodeError):
-        raise StoreError(f"{path} is not a PEM certificate (corrupt?); restore it from a backup") from None
-
-
-def spki_sha256_of_der(der: bytes) -> str:
-    from cryptography import x509
-
-    from ..core.keys import spki_der
-
-    return hashlib.sha256(spki_der(x509.load_der_x509_certificate(der).public_key())).hexdigest()
-
-
 @dataclass(frozen=True)
 class Record:
     port: int
@@ -91,18 +68,29 @@ class Record:
                 "key_type": self.key_type, "what": self.what, "line": self.line()}
 
 
-def parse_ports(ports) -> list[int]:
-    out: list[int] = []
-    for p in ports or (25,):
-        s = str(p)
-        if not s.isdigit() or not 1 <= int(s) <= 65535:
-            raise UsageError(f"--port {p!r} is not a TCP port number (1-65535), e.g. 25")
-        if int(s) not in out:
-            out.append(int(s))
+# ------------------------------------------------------------------------ records
+def _ta_certs(store, entries: list[dict], ta: str) -> list[tuple[bytes, str, str]]:
+    """DER of the trust anchors the 2 x y records must name: for the intermediate, the one in
+    each host lineage's LIVE chain (what the server sends now) and, when ``ca renew-intermediate``
+    made a new one that the leaves do not carry yet, that coming one too."""
+    if ta == "root":
+        return [(pem_cert_der(store.ca_file("root.crt")), "ta", "the root CA; the server must send it")]
+    out: list[tuple[bytes, str, str]] = []
+    for e in entries:
+        chain = store.live_dir(e["name"], e["key_type"]) / "chain.pem"
+        if chain.exists():
+            der = pem_cert_der(chain)
+            if all(der != d for d, *_ in out):
+                out.append((der, "ta", "the intermediate CA in the live chain the server sends"))
+    coming = pem_cert_der(store.ca_file("intermediate.crt"))
+    if not out:
+        out.append((coming, "ta", "the intermediate CA; the server must send it"))
+    elif all(coming != d for d, *_ in out):
+        out.append((coming, "ta-next", "the renewed intermediate CA that the next renewal of the leaves will send "
+                                       "(publish it now; the old one stays until every leaf is renewed)"))
     return out
 
 
-# ------------------------------------------------------------------------ records
 def records(store, entries: list[dict], *, host: str, ports: list[int], usage: str, ta: str, ta_selectors: list[int],
             ttl: int) -> list[Record]:
     """TLSA records for ``entries`` (current keys, plus staged next keys)."""
@@ -123,11 +111,13 @@ def records(store, entries: list[dict], *, host: str, ports: list[int], usage: s
                                       f"DANE-EE: staged NEXT {e['key_type']} key ('mailca rekey --commit' switches to it)",
                                       host, ttl))
         if usage in ("2", "both"):
-            der = pem_cert_der(store.ca_file("intermediate.crt" if ta == "intermediate" else "root.crt"))
-            for sel in ta_selectors:
-                data = hashlib.sha256(der).hexdigest() if sel == 0 else spki_sha256_of_der(der)
-                out.append(Record(port, 2, sel, 1, data, "ta", None,
-                                  f"DANE-TA: the {ta} CA ({'certificate' if sel == 0 else 'public key'}); the server must send it"
-                                  + (" - use the *-root.pem chain ('mailca postfix --dane-ta root')" if ta == "root" else ""),
-                                  host, ttl))
+            for der, role, what in _ta_certs(store, entries, ta):
+                for sel in ta_selectors:
+                    data = hashlib.sha256(der).hexdigest() if sel == 0 else spki_sha256_of_der(der)
+                    if any(r.port == port and r.usage == 2 and r.selector == sel and r.data == data for r in out):
+                        continue  # 2 1 1 of a renewed intermediate (same key) is one record
+                    out.append(Record(port, 2, sel, 1, data, role, None,
+                                      f"DANE-TA: {what} ({'certificate' if sel == 0 else 'public key'})"
+                                      + (" - use the *-root.pem chain ('mailca postfix --dane-ta root')" if ta == "root" else ""),
+                                      host, ttl))
     return out

@@ -1,0 +1,208 @@
+"""End to end, all real, all on loopback: a sending Postfix at smtp_tls_security_level = dane
+resolving through the validating unbound (its own mount namespace with a bind-mounted
+resolv.conf), delivering every 2 s to example.org, whose MX is a Postfix serving mailca's
+live chain; DNS is Knot (signed zone, TSIG updates) and mailca publishes every TLSA change
+itself.  Through a renewal, a key rotation driven by 'mailca dane rotate' runs as a timer
+would make them (stage -> publish -> DNS gate -> commit -> reload hook -> prune) and an intermediate renewal (renew-intermediate -> publish -> gate -> leaf switch ->
+reload -> prune), with TTL 5 s in real time: zero deferred messages, every one Verified."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import make_ca, require
+from dns_harness import DnsHarness
+from postfix_harness import PostfixServer
+
+HOST = "mail.example.org"
+TTL = "5"
+SMTP_ONLY = "smtp       inet  n       -       n       -       -       smtpd\n"
+
+
+MX_ADDR = f"127.0.25.{os.getpid() % 200 + 2}"
+
+
+class MXServer(PostfixServer):
+    """The receiving Postfix also listens on port 25 of its own loopback address (an
+    ``ADDR:smtp`` master.cf line; inet_interfaces stays 127.0.0.1): the MX of the zone."""
+
+    def write_config(self):
+        super().write_config()
+        with open(self.config_dir / "master.cf", "a") as fh:
+            fh.write(f"{MX_ADDR}:smtp inet  n       -       n       -       -       smtpd\n")
+
+
+class NamespacedSender(PostfixServer):
+    """A Postfix whose daemons see ``resolv_conf`` as /etc/resolv.conf (unshare --mount:
+    the machine's file is untouched)."""
+
+    resolv_conf = None
+
+    def _postfix(self, action):
+        argv = ["postfix", "-c", str(self.config_dir), action]
+        if action == "start":
+            argv = ["unshare", "--mount", "--", "sh", "-c", 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"',
+                    "sh", str(self.resolv_conf), *argv]
+        # Postfix prints its fatals only to a terminal: give it one (as the base class does)
+        import os
+        import pty
+        import select
+
+        master, slave = pty.openpty()
+        try:
+            r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, timeout=60)
+        finally:
+            os.close(slave)
+        err = b""
+        while select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            err += chunk
+        os.close(master)
+        return subprocess.CompletedProcess(argv, r.returncode, r.stdout.decode(errors="replace"),
+                                           err.decode(errors="replace"))
+
+
+@pytest.mark.slow
+@pytest.mark.interop
+def test_zero_deferred_through_renewal_rekey_and_intermediate_renewal(tmp_path):
+    for t in ("knotd", "unbound", "postfix", "sendmail", "unshare"):
+        require(t)
+    ca = make_ca(tmp_path / "store", "example.org")
+    ca.issue(HOST)
+    live = ca.live(HOST)
+    with DnsHarness(tmp_path / "dns", "example.org", ttl=int(TTL), mx_addr=MX_ADDR) as dnsz:
+        recv_main = (f"smtpd_tls_chain_files = {live}/keyfullchain.pem\nsmtpd_tls_security_level = may\n"
+                     f"relay_domains = example.org\ntransport_maps = texthash:{tmp_path}/recv-transport\n")
+        (tmp_path / "recv-transport").write_text("example.org discard:\n")
+        with MXServer(tmp_path / "recv", main_cf=recv_main, master_cf=SMTP_ONLY) as recv:
+            port = "25"
+            common = ["--server", dnsz.primary, "--tsig-key-file", dnsz.tsig_file, "--ttl", TTL, "--port", port]
+            gate = ["--resolver", dnsz.resolver, "--ns-port", str(dnsz.port)]
+
+            def publish(usage):
+                r = ca.ok("dane", "publish", HOST, "--usage", usage, *common, "--json")
+                return json.loads(r.stdout)["changes"]
+
+            publish("3")
+            (tmp_path / "send-transport").write_text("example.org smtp:\n")
+            send_main = ("myhostname = sender.example.test\nsmtp_tls_security_level = dane\n"
+                         "smtp_dns_support_level = dnssec\nsmtp_tls_loglevel = 1\n"
+                         f"transport_maps = texthash:{tmp_path}/send-transport\n"
+                         "maximal_backoff_time = 10s\nminimal_backoff_time = 5s\nqueue_run_delay = 5s\n")
+            sender = NamespacedSender(tmp_path / "send", main_cf=send_main, master_cf=SMTP_ONLY)
+            sender.resolv_conf = dnsz.resolv_conf()
+            with sender:
+                stop = threading.Event()
+                submitted = []
+
+                def loop():
+                    n = 0
+                    while not stop.is_set():
+                        n += 1
+                        msg = f"Subject: dane {n}\nMessage-Id: <dane-{n}@sender.example.test>\n\nmessage {n}\n"
+                        p = subprocess.run(["sendmail", "-C", str(sender.config_dir), "-f", "probe@sender.example.test",
+                                            f"user{n}@example.org"], input=msg, capture_output=True, text=True, timeout=30)
+                        if p.returncode == 0:
+                            submitted.append(n)
+                        stop.wait(2)
+
+                th = threading.Thread(target=loop, daemon=True)
+                th.start()
+                try:
+                    time.sleep(6)
+                    # 1. renewal (same key): 3 1 1 stays valid
+                    ca.ok("renew", "--all", "--force", *gate, "--dane-port", port)
+                    recv.reload()
+                    time.sleep(4)
+                    # 2. key rotation as the timer runs it: 'dane rotate' once a second, no human step
+                    #    (stage -> publish next -> DNS gate -> commit -> reload hook -> prune)
+                    rotate = ["dane", "rotate", HOST, "--every", "1s", "--usage", "3", *common, *gate,
+                              "--deploy-hook", f"postfix -c {recv.config_dir} reload"]
+                    deadline = time.monotonic() + 120
+                    outputs = []
+                    while True:
+                        r = ca.run(*rotate)
+                        assert r.returncode == 0, r.stdout + r.stderr
+                        outputs.append(r.stdout)
+                        if "now uses the staged key" in r.stdout:
+                            break
+                        assert time.monotonic() < deadline, outputs
+                        time.sleep(1)
+                    text = "".join(outputs)
+                    assert "Staged a next" in text and "publish next: added" in text
+                    assert text.count("waiting: DNS gate holds") >= 5, text  # 2 x TTL = 10 s of real waiting
+                    assert "deploy hook ok" in outputs[-1] and "prune: removed" in outputs[-1], outputs[-1]
+                    time.sleep(2)
+                    # 3. intermediate renewal in a TA deployment: old + coming 2 0 1, the gate, the leaf switch
+                    publish("2")  # 3 1 1 out, 2 0 1 in (both match the served chain)
+                    time.sleep(2 * int(TTL) + 1)  # let every cache drop the 3 1 1-only set
+                    ca.ok("ca", "renew-intermediate")
+                    assert [c["action"] for c in publish("2")].count("add") == 1
+                    deadline = time.monotonic() + 120
+                    while True:
+                        r = ca.run("renew", "--all", "--force", *gate, "--dane-port", port, "--json")
+                        assert r.returncode == 0, r.stderr
+                        if json.loads(r.stdout).get("renewed"):
+                            break
+                        assert "held back by the DNS gate" in r.stderr, r.stderr
+                        assert time.monotonic() < deadline, r.stderr
+                        time.sleep(1)
+                    recv.reload()
+                    time.sleep(2)
+                    assert [c["action"] for c in publish("2")].count("delete") == 1  # the old 2 0 1 goes
+                    time.sleep(6)
+                finally:
+                    stop.set()
+                    th.join(timeout=40)
+                # every submitted message leaves the queue (bounded wait)
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    q = subprocess.run(["postqueue", "-c", str(sender.config_dir), "-j"], capture_output=True,
+                                       text=True, timeout=30).stdout.strip()
+                    if not q:
+                        break
+                    time.sleep(1)
+                log = sender.log_file.read_text(errors="replace")
+                (tmp_path / "sender.log").write_text(log)
+                # negative control: a wrong TLSA RRset -> check --dane CRITICAL and the sender defers
+                addr, nsport = dnsz.primary.split("@")
+                owner = f"_25._tcp.{HOST}."
+                script = (f"server {addr} {nsport}\nupdate delete {owner} TLSA\n"
+                          f"update add {owner} {TTL} TLSA 3 1 1 {'00' * 32}\nsend\n")
+                p = subprocess.run(["nsupdate", "-k", str(dnsz.tsig_file)], input=script, capture_output=True, text=True,
+                                   timeout=30)
+                assert p.returncode == 0, p.stderr
+                dnsz.flush_resolver()
+                time.sleep(int(TTL) + 1)  # the sender's smtp processes cache TLSA answers for their TTL
+                chk = ca.run("check", "--dane", "example.org", "--resolver", dnsz.resolver, "--json")
+                assert chk.returncode == 5 and json.loads(chk.stdout)["status"] == "CRITICAL", chk.stdout
+                subprocess.run(["sendmail", "-C", str(sender.config_dir), "-f", "probe@sender.example.test",
+                                "wrong@example.org"], input="Subject: wrong\n\nwrong tlsa\n", text=True, timeout=30,
+                               check=True)
+                deadline = time.monotonic() + 30
+                neg = ""
+                while time.monotonic() < deadline:
+                    neg = sender.log_file.read_text(errors="replace")[len(log):]
+                    if "status=deferred" in neg:
+                        break
+                    time.sleep(0.5)
+                assert "status=deferred" in neg and "no matching DANE TLSA" in neg, neg[-2000:]
+                assert "wrong@example.org" not in "".join(ln for ln in neg.splitlines() if "status=sent" in ln)
+    sent = [ln for ln in log.splitlines() if "status=sent" in ln]
+    deferred = [ln for ln in log.splitlines() if "status=deferred" in ln or "status=bounced" in ln]
+    verified = [ln for ln in log.splitlines() if "Verified TLS connection established" in ln]
+    print(f"e2e: {len(submitted)} submitted, {len(sent)} sent, {len(deferred)} deferred, {len(verified)} verified")
+    assert deferred == [], "\n".join(deferred[:5])
+    assert len(submitted) >= 15 and len(sent) == len(submitted), (len(submitted), len(sent))
+    assert len(verified) >= len(sent), log[-3000:]
