@@ -313,15 +313,38 @@ def test_no_working_sasl_backend_refuses_with_nothing_changed(tmp_path, sasl):
         assert ok and got == current_serial(store)
 
 
-def test_renew_after_deploy_reloads_and_proves_new_serial(debian):
+def test_renew_and_rekey_after_deploy_reload_and_prove_new_serial(debian):
     store, srv, _ = debian
-    deploy(store, srv)
-    old = current_serial(store)
-    r = mailca(store, "renew", HOST, "--force")
-    new = current_serial(store)
-    assert new != old
-    assert "verified on the wire" in r.stdout, r.stdout
     root = store / "ca" / "root.crt"
-    for label, (port, starttls) in all_ports(srv).items():
-        got, ok = served_serial(port, starttls=starttls, root=root)
-        assert (got, ok) == (new, True), f"port {label}"
+    deploy(store, srv)
+    for step in (("renew", HOST, "--force"), ("rekey", HOST, "--commit", "--force")):
+        if step[0] == "rekey":
+            mailca(store, "rekey", HOST, "--stage")
+        old = current_serial(store)
+        r = mailca(store, *step)  # no deploy hook, no manual reload
+        new = current_serial(store)
+        assert new != old
+        # the command itself reloaded and probed all five ports
+        assert len(re.findall(rf"^verified on the wire: .* serves serial {new:x}$", r.stdout, re.M)) == 5, r.stdout
+        for label, (port, starttls) in all_ports(srv).items():
+            got, ok = served_serial(port, starttls=starttls, root=root)
+            assert (got, ok) == (new, True), f"{step[0]}: port {label}"
+
+
+def test_renew_fails_when_a_port_keeps_the_old_certificate(debian):
+    store, srv, _ = debian
+    deploy(store, srv, "--wait", "5")  # renew waits as long as the deploy was told to
+    old = current_serial(store)
+    # the classic: Dovecot is not reloaded after the renewal, so it keeps serving the old
+    # certificate (its config process holds the file contents).  Here mailca is made to skip
+    # Dovecot's reload by editing the deploy record; the probe must catch it.
+    rec = json.loads((store / "deploy" / "deployed.json").read_text())
+    rec[HOST]["dovecot_conf"] = None
+    (store / "deploy" / "deployed.json").write_text(json.dumps(rec))
+    r = mailca(store, "renew", HOST, "--force", ok=False)
+    assert r.returncode == 4, r.stderr
+    err = r.stderr.strip().splitlines()[-1]
+    assert re.match(rf"mailca: error: {re.escape(HOST)} was renewed but imaps? 127\.0\.0\.1:\d+: serves serial "
+                    rf"{old:x}, not the current {current_serial(store):x} \(and 1 more port\(s\)\); run 'postfix", err), err
+    got, _ = served_serial(srv.ports["imaps"], starttls=None)
+    assert got == old  # really still the old one: the error told the truth

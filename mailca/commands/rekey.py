@@ -137,9 +137,15 @@ def cli(store_dir, host, action, key_types, force, as_json):
                                           profile=profile, source="rekey")
             dane.drop_staged(store, e)
             out.append(issued.as_dict(store))
+    from ..mailconf.deploy import verify_deployed
+
+    probes = verify_deployed(store, [name])  # deployed with 'mailca deploy': reload + prove it
     if as_json:
-        emit_json({"host": name, "certificates": out})
+        emit_json({"host": name, "certificates": out, "probes": probes})
         return
     for r in out:
         click.echo(f"{name} ({r['key_type']}) now uses the staged key: serial {r['serial']}, TLSA 3 1 1 {r['spki_sha256']}")
-    click.echo("Reload Postfix and Dovecot now; remove the old 3 1 1 record once they serve the new certificate.")
+    for p in probes:
+        click.echo(f"verified on the wire: {p['proto']} {p['address']}:{p['port']} serves serial {p['serial']}")
+    if not probes:
+        click.echo("Reload Postfix and Dovecot now; remove the old 3 1 1 record once they serve the new certificate.")

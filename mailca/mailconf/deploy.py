@@ -585,6 +585,7 @@ def apply(store, live: Live, p: Plan, *, connect: str, wait: float) -> dict:
     """Backup, change, check, reload, probe; roll back on any failure.  Returns a summary."""
     if not p.changes:
         results = probe_all(p, connect=connect, wait=wait)
+        _record(store, p, live, connect, None, wait)
         return {"backup": None, "changes": 0, "probes": results}
     r = _postfix_cmd(live.config_dir, "status")
     if r.returncode != 0:
@@ -604,7 +605,7 @@ def apply(store, live: Live, p: Plan, *, connect: str, wait: float) -> dict:
         except MailcaError as exc2:
             back = f"rolled back the files, but the reload failed too ({exc2.message})"
         raise VerificationError(f"deploy failed: {exc.message}; {back} to {backup.name} - log: {_log_hint(live)}") from None
-    _record(store, p, live, connect, backup)
+    _record(store, p, live, connect, backup, wait)
     return {"backup": str(backup), "changes": len(p.changes), "probes": results}
 
 
@@ -621,7 +622,7 @@ def rollback(store) -> dict:
     return {"restored": name, "files": sorted(f["path"] for f in manifest["files"].values())}
 
 
-def _record(store, p: Plan, live: Live, connect: str, backup: Path) -> None:
+def _record(store, p: Plan, live: Live, connect: str, backup: Path | None, wait: float) -> None:
     """What was deployed where: renew/rekey reload and probe these after a renewal."""
     path = _deploy_dir(store) / "deployed.json"
     try:
@@ -630,7 +631,7 @@ def _record(store, p: Plan, live: Live, connect: str, backup: Path) -> None:
         data = {}
     data[p.target.host] = {
         "config_dir": live.config_dir, "dovecot_conf": str(live.dovecot_conf) if live.dovecot_conf else None,
-        "connect": connect, "backup": backup.name,
+        "connect": connect, "backup": backup.name if backup else None, "wait": wait,
         "listeners": [{"proto": ls.proto, "address": ls.address, "port": ls.port} for ls in p.listeners],
     }
     store.write_file(path, json.dumps(data, indent=2, sort_keys=True).encode(), private=True)
@@ -744,7 +745,7 @@ def probe_all(p: Plan, *, connect: str, wait: float, timeout: float = 10.0) -> l
 
 
 # ------------------------------------------------------------------- after a renewal
-def verify_deployed(store, names: list[str], *, wait: float = 30.0, connect: str | None = None) -> list[dict]:
+def verify_deployed(store, names: list[str], *, wait: float | None = None, connect: str | None = None) -> list[dict]:
     """Reload and probe every deployed host among ``names`` (lineage names).  Raises
     VerificationError naming the port still serving an old certificate, with the fix."""
     path = _deploy_dir(store) / "deployed.json"
@@ -761,7 +762,8 @@ def verify_deployed(store, names: list[str], *, wait: float = 30.0, connect: str
         ls = [Listener(x["proto"], x.get("address"), int(x["port"]), "deployed.json") for x in rec.get("listeners", [])]
         p = Plan(target, [], ls, "", "")
         try:
-            out += probe_all(p, connect=connect or rec.get("connect") or "127.0.0.1", wait=wait)
+            out += probe_all(p, connect=connect or rec.get("connect") or "127.0.0.1",
+                             wait=wait if wait is not None else float(rec.get("wait") or 30))
         except VerificationError as exc:
             fix = (f"run 'postfix{' -c ' + shlex.quote(rec['config_dir']) if rec.get('config_dir') else ''} reload'"
                    + (f" and 'dovecot -c {shlex.quote(rec['dovecot_conf'])} reload'" if rec.get("dovecot_conf") else "")
