@@ -348,3 +348,29 @@ def test_renew_fails_when_a_port_keeps_the_old_certificate(debian):
                     rf"{old:x}, not the current {current_serial(store):x} \(and 1 more port\(s\)\); run 'postfix", err), err
     got, _ = served_serial(srv.ports["imaps"], starttls=None)
     assert got == old  # really still the old one: the error told the truth
+
+
+def test_cyrus_sasl_backend_is_kept(tmp_path):
+    """An admin's Cyrus SASL is detected and left alone (smtpd_sasl_type/path untouched); after
+    the deploy 587 and 465 still offer AUTH after TLS (the probe demands it) and smtpd never
+    dies with 'no SASL authentication mechanisms'.  (A full Cyrus login is not shown here.)"""
+    store = tmp_path / "store"
+    mailca(store, "init", "--org", "Test Mail", "--domain", "example.org")
+    mailca(store, "issue", HOST)
+    snake = snakeoil(tmp_path / "snakeoil")
+    srv = PostfixServer(tmp_path / "pf", main_cf="", master_cf=DEBIAN_MASTER_CF)
+    sasl_dir = srv.run_dir / "sasl"  # reachable for the postfix user (pytest's tmp is 0700)
+    sasl_dir.mkdir(parents=True)
+    (sasl_dir / "mailca-cyrus.conf").write_text("pwcheck_method: saslauthd\nmech_list: PLAIN LOGIN\n")
+    srv.main_cf_text = debian_main_cf(snake, sasl="cyrus") + (
+        f"cyrus_sasl_config_path = {sasl_dir}\nsmtpd_sasl_path = mailca-cyrus\n")
+    with srv:
+        dry = mailca(store, "deploy", HOST, "--postfix-config", srv.config_dir, "--no-dovecot", "--dry-run", "--json")
+        plan = json.loads(dry.stdout)
+        assert plan["sasl"] == "cyrus" and "mailca-cyrus.conf" in plan["sasl_detail"]
+        assert not {c["key"] for c in plan["changes"]} & {"smtpd_sasl_type", "smtpd_sasl_path"}, plan["changes"]
+        r = mailca(store, "deploy", HOST, "--postfix-config", srv.config_dir, "--no-dovecot")
+        assert len(re.findall(r"^ok ", r.stdout, re.M)) == 3, r.stdout
+        n = srv.postconf("-n")
+        assert "smtpd_sasl_type = cyrus" in n and "smtpd_sasl_path = mailca-cyrus" in n
+        assert "no SASL authentication mechanisms" not in srv.log_file.read_text(errors="replace")
