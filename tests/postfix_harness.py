@@ -51,6 +51,16 @@ type.  The harness then makes the instance isolated:
   with ``users``, auth listener ``<queue>/private/auth`` owned by postfix) so that
   ``smtpd_sasl_type = dovecot`` + ``smtpd_sasl_path = private/auth`` work and AUTH is offered.
 
+* ``keep_chroot=True`` (a Debian-like set-up): the chroot column of the entries in ``master_cf`` is
+  kept as given (``y`` for postscreen/smtpd as Debian ships them), and the files Debian's
+  init script copies into the jail (``etc/services``, ``hosts``, ``resolv.conf``, ...) are
+  copied into the queue directory.
+* ``imap_cert=(cert, key)``: the Dovecot instance is a full one (implies ``sasl=True``): IMAP on
+  ``ports["imap"]`` (STARTTLS) and ``ports["imaps"]`` (implicit TLS) on 127.0.0.1 with that
+  certificate pair, LMTP on ``<queue>/private/dovecot-lmtp``, maildirs below the run directory,
+  and ``!include_try conf.d/*.conf`` so a drop-in in ``config_dir/conf.d`` is read.
+  ``dovecot_reload()`` reloads it.
+
 Several instances may run at once (distinct workdirs and ports).
 
 Permissions: Postfix daemons drop to the ``postfix`` user.  pytest's temporary directories sit
@@ -177,9 +187,11 @@ def _master_cf_entries(text: str) -> list[list[str]]:
     return entries
 
 
-def merge_master_cf(text: str, ports: dict[str, int], active: set[str] | None = None) -> str:
+def merge_master_cf(text: str, ports: dict[str, int], active: set[str] | None = None, *,
+                    keep_chroot: bool = False) -> str:
     """Base services + ``text`` (same name/type replaces), listeners bound to 127.0.0.1:PORT.
-    The listener services found are added to ``active``."""
+    The listener services found are added to ``active``.  ``keep_chroot``: entries of ``text``
+    keep their chroot column."""
     merged: dict[tuple[str, str], list[str]] = {}
     for src in (BASE_MASTER_CF, text):
         for entry in _master_cf_entries(src):
@@ -196,7 +208,8 @@ def merge_master_cf(text: str, ports: dict[str, int], active: set[str] | None = 
                 if active is not None:
                     active.add(svc)
             fields[0] = name
-            fields[4] = "n"  # no chroot
+            if not (keep_chroot and src is text):
+                fields[4] = "n"  # no chroot
             merged[(name, typ)] = [" ".join(fields)] + entry[1:]
     return "\n".join(ln for e in merged.values() for ln in e) + "\n"
 
@@ -206,18 +219,22 @@ class PostfixServer:
     """One isolated Postfix (+ optional Dovecot auth) instance; see the module docstring."""
 
     def __init__(self, workdir: Path, *, main_cf: str, master_cf: str, sasl: bool = False,
-                 users: dict[str, str] | None = None):
+                 users: dict[str, str] | None = None, keep_chroot: bool = False,
+                 imap_cert: tuple[Path, Path] | None = None):
         self.workdir = Path(workdir).absolute()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.main_cf_text = main_cf
         self.master_cf_text = master_cf
-        self.sasl = sasl
+        self.imap_cert = imap_cert
+        self.sasl = sasl or imap_cert is not None
+        self.keep_chroot = keep_chroot
         self.users = dict(users or {})
         ports: dict[str, int] = {}
-        while len(ports) < len(LISTENER_SERVICES):
+        names = LISTENER_SERVICES + (("imap", "imaps") if imap_cert else ())
+        while len(ports) < len(names):
             p = free_port()
             if p not in ports.values():
-                ports[LISTENER_SERVICES[len(ports)]] = p
+                ports[names[len(ports)]] = p
         self.ports = ports
         self.config_dir = self.workdir / "etc"
         self._private_run: Path | None = None
@@ -283,8 +300,20 @@ class PostfixServer:
                              defaults={"myhostname": "mail.example.org"})
         (self.config_dir / "main.cf").write_text(main)
         active: set[str] = set()
-        (self.config_dir / "master.cf").write_text(merge_master_cf(self.master_cf_text, self.ports, active))
+        (self.config_dir / "master.cf").write_text(
+            merge_master_cf(self.master_cf_text, self.ports, active, keep_chroot=self.keep_chroot))
         self.active_services = active
+        if self.keep_chroot:
+            self._populate_chroot()
+
+    def _populate_chroot(self) -> None:
+        """The files Debian's postfix init script copies into the jail."""
+        etc = self.queue_dir / "etc"
+        etc.mkdir(parents=True, exist_ok=True)
+        for name in ("localtime", "services", "resolv.conf", "hosts", "host.conf", "nsswitch.conf"):
+            src = Path("/etc") / name
+            if src.exists():
+                shutil.copyfile(src, etc / name)
 
     def _write_dovecot(self) -> None:
         d = self.dovecot_dir
@@ -297,6 +326,9 @@ class PostfixServer:
                 if ":" in u or ":" in pw or "\n" in u + pw:
                     raise ValueError(f"user/password for {u!r} must not contain ':' or newlines")
                 fh.write(f"{u}:{{PLAIN}}{pw}::::::\n")
+        if self.imap_cert is not None:
+            self.dovecot_conf.write_text(self._imap_dovecot_conf(users))
+            return
         conf = f"""\
 # Dovecot auth-only instance for a Postfix test (tests/postfix_harness.py)
 instance_name = mailca-test-{self.ports['smtp']}
@@ -325,6 +357,65 @@ service auth {{
 }}
 """
         self.dovecot_conf.write_text(conf)
+
+    def _imap_dovecot_conf(self, users: Path) -> str:
+        d = self.dovecot_dir
+        mail = d / "mail"
+        mail.mkdir(exist_ok=True)
+        os.chown(mail, 65534, 65534)  # nobody: the static userdb below
+        cert, key = self.imap_cert
+        return f"""\
+# Dovecot with IMAP, LMTP and SASL for a Postfix test (tests/postfix_harness.py)
+instance_name = mailca-test-{self.ports['smtp']}
+base_dir = {d / 'base'}
+state_dir = {d / 'state'}
+protocols = imap lmtp
+listen = 127.0.0.1
+ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}
+log_path = {d / 'dovecot.log'}
+auth_mechanisms = plain login
+mail_location = maildir:~/Maildir
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {users}
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home={mail}/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = {self.ports['imap']}
+  }}
+  inet_listener imaps {{
+    port = {self.ports['imaps']}
+    ssl = yes
+  }}
+}}
+service lmtp {{
+  unix_listener {self.queue_dir / 'private' / 'dovecot-lmtp'} {{
+    mode = 0600
+    user = postfix
+    group = postfix
+  }}
+}}
+service auth {{
+  user = root
+  unix_listener {self.queue_dir / 'private' / 'auth'} {{
+    mode = 0660
+    user = postfix
+    group = postfix
+  }}
+}}
+!include_try conf.d/*.conf
+"""
+
+    def dovecot_reload(self) -> None:
+        r = self._run(["dovecot", "-c", str(self.dovecot_conf), "reload"])
+        if r.returncode != 0:
+            self._fail("dovecot reload failed", r)
 
     # ---------------------------------------------------------------------- process
     def _run(self, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
@@ -423,6 +514,13 @@ service auth {{
                 time.sleep(0.1)
             if not sock.exists():
                 self._fail(f"Dovecot did not create {sock}")
+            for svc in ("imap", "imaps"):
+                if svc in self.ports:
+                    deadline = time.monotonic() + START_TIMEOUT
+                    while not self._port_ready(self.ports[svc]) and time.monotonic() < deadline:
+                        time.sleep(0.1)
+                    if not self._port_ready(self.ports[svc]):
+                        self._fail(f"Dovecot does not listen on {svc} port {self.ports[svc]}")
         r = self._postfix("start")
         if r.returncode != 0:
             self._fail("postfix start failed", r)

@@ -154,7 +154,8 @@ def test_postconf_format_keeps_an_existing_postscreen_smtp_line(dual, tmp_path):
 
 def test_write_dir_and_dane_ta_root(dual, tmp_path):
     out = tmp_path / "w"
-    r = dual.ok("postfix", "smtp.example.org", "--write", out, "--dane-ta", "root", "--ports", "25,587")
+    r = dual.ok("postfix", "smtp.example.org", "--write", out, "--dane-ta", "root", "--ports", "25,587",
+                "--secure-domain", "example.org", "--secure-domain", "example.net")
     assert sorted(p.name for p in out.iterdir()) == ["mailca-tls-policy", "main.cf.mailca", "master.cf.mailca"]
     main = (out / "main.cf.mailca").read_text()
     assert "mx2.example.org/ecdsa-p256/live/keyfullchain-root.pem" in main  # SAN resolves to its lineage

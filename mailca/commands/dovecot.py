@@ -18,11 +18,15 @@ from .common import get_store, store_option
 def cli(store_dir, host, dovecot_version, profile, no_sasl_listener):
     """Print Dovecot TLS settings for HOST: certificate and key paths (both when a dual
     ECDSA+RSA pair exists), minimum protocol, strong ciphers in the server's order, no
-    plaintext authentication without TLS, and the auth socket Postfix uses for SASL.
+    plaintext authentication without TLS, and the auth socket Postfix uses for SASL
+    (below Postfix's queue_directory, as 'postconf -h queue_directory' reports it).
+
+    The output is a drop-in: save it as /etc/dovecot/conf.d/99-mailca.conf (Debian's
+    dovecot.conf includes conf.d/*.conf), or let 'mailca deploy HOST' do it and prove it.
 
     \b
     Examples:
-      mailca dovecot mail.example.org > /etc/dovecot/conf.d/99-mailca.conf
+      mailca dovecot mail.example.org > /etc/dovecot/conf.d/99-mailca.conf && doveadm reload
       mailca dovecot mail.example.org --dovecot-version 2.4
     """
     from ..mailconf.dane import find_lineages
@@ -35,4 +39,20 @@ def cli(store_dir, host, dovecot_version, profile, no_sasl_listener):
     store = get_store(store_dir)
     entries = find_lineages(store, host)
     click.echo(dc.render(entries[0]["name"], version=version, profile=tls, certs=cert_files(store, entries),
-                         sasl_listener=not no_sasl_listener), nl=False)
+                         sasl_listener=not no_sasl_listener, postfix_queue=_queue_directory()), nl=False)
+
+
+def _queue_directory() -> str:
+    """Postfix's queue_directory (honours MAIL_CONFIG), where the SASL socket must live."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("postconf")
+    if exe:
+        try:
+            r = subprocess.run([exe, "-h", "queue_directory"], capture_output=True, text=True, timeout=20)
+            if r.returncode == 0 and r.stdout.strip().startswith("/"):
+                return r.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return "/var/spool/postfix"

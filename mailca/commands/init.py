@@ -18,11 +18,14 @@ from .common import emit_json, json_option, passphrase_option, store_option, get
 @click.option("--key-type", default=None, metavar="TYPE",
               help="CA key type: ecdsa-p256 (default), ecdsa-p384, rsa-2048, rsa-3072, rsa-4096.")
 @click.option("--profile", default=None, metavar="NAME|FILE", help="Certificate profile (packaged name or .toml file).")
+@click.option("--crl-url", default=None, metavar="URL",
+              help="http:// URL where you publish the CRL ('mailca crl --out'); every leaf then names it "
+                   "(CRL distribution point), so audits such as testssl.sh find a revocation source.")
 @passphrase_option
 @click.option("--no-root-passphrase", is_flag=True,
               help="Store the root key unencrypted (NOT recommended; for throw-away test CAs only).")
 @json_option
-def cli(store_dir, domains, org, key_type, profile, passphrase_file, no_root_passphrase, as_json):
+def cli(store_dir, domains, org, key_type, profile, passphrase_file, no_root_passphrase, crl_url, as_json):
     """Create a private CA: a root (10 years) and an intermediate (5 years, pathlen 0).
 
     Both carry name constraints that permit only the --domain values and their
@@ -34,6 +37,7 @@ def cli(store_dir, domains, org, key_type, profile, passphrase_file, no_root_pas
     \b
     Example:
       mailca init --dir /etc/mailca --domain example.org --org "Example Mail"
+      mailca init --domain example.org --crl-url http://mail.example.org/ca/ca.crl
     """
     from ..issuance import ca as camod
     from ..core import keys
@@ -45,6 +49,15 @@ def cli(store_dir, domains, org, key_type, profile, passphrase_file, no_root_pas
     if key_type:
         keys.check_key_type(key_type)
     prof = load_profile(profile)
+    if crl_url is not None:  # snapshotted into ca.json with the rest of the profile
+        from ..core.profiles import build_profile
+
+        raw = dict(prof.raw)
+        raw["crl"] = {**raw.get("crl", {}), "distribution_point": crl_url}
+        if not crl_url.startswith("http://"):
+            raise UsageError(f"--crl-url {crl_url!r} must be an http:// URL (CRLs are fetched over plain HTTP, "
+                             "RFC 5280 4.2.1.13), e.g. http://mail.example.org/ca.crl")
+        prof = build_profile(prof.name, raw, merged=True)
     if no_root_passphrase and passphrase_file:
         raise UsageError("--no-root-passphrase and --passphrase-file contradict each other; give one")
     passphrase = None if no_root_passphrase else keys.read_passphrase(passphrase_file, confirm=True)

@@ -33,14 +33,21 @@ def cert_files(store, entries):
               help="Write main.cf.mailca, master.cf.mailca and mailca-tls-policy into DIR instead of printing.")
 @click.option("--dane-ta", type=click.Choice(["intermediate", "root"]), default="intermediate", show_default=True,
               help="Which CA your DANE-TA record names; 'root' makes Postfix send the root too.")
+@click.option("--secure-domain", "secure_domains", multiple=True, metavar="DOMAIN",
+              help="Send mail to DOMAIN (and its subdomains) only over TLS verified against the mailca root "
+                   "(policy level 'secure'; repeatable).  Off by default: a next hop without a mailca "
+                   "certificate (a hosted list server, a backup MX) would defer mail.")
 @json_option
-def cli(store_dir, host, profile, postfix_version, ports, fmt, write_dir, dane_ta, as_json):
+def cli(store_dir, host, profile, postfix_version, ports, fmt, write_dir, dane_ta, secure_domains, as_json):
     """Print the Postfix settings that put HOST's certificate to work.
 
     Port 25 gets opportunistic STARTTLS (a public MX must accept plaintext senders),
     587 requires STARTTLS and offers AUTH only after it, 465 speaks implicit TLS; the
-    protocol and cipher limits come from the TLS profile.  Mail to your own domains is
-    sent at level 'secure', verified against your root.  Every line carries a comment
+    protocol and cipher limits come from the TLS profile.  With --secure-domain, mail to
+    those domains is sent at level 'secure', verified against your root only.  The
+    'smtp inet' line (smtpd or postscreen) is never emitted: port 25 needs only main.cf.
+    To apply the settings to a running server use 'mailca deploy HOST --dry-run', then
+    'mailca deploy HOST' (it merges, reloads and proves the result).  Every line carries a comment
     saying why.  The Postfix version decides the syntax (smtpd_tls_chain_files from
     3.4, '>=TLSv1.2' from 3.6).
 
@@ -50,6 +57,7 @@ def cli(store_dir, host, profile, postfix_version, ports, fmt, write_dir, dane_t
       mailca postfix mail.example.org --postfix-version 2.9 --profile intermediate
       mailca postfix mail.example.org --format postconf | sh     # apply directly
       mailca postfix mail.example.org --write /etc/postfix/mailca
+      mailca postfix mail.example.org --secure-domain example.org
     """
     import os
 
@@ -66,8 +74,9 @@ def cli(store_dir, host, profile, postfix_version, ports, fmt, write_dir, dane_t
     port_list = pf.parse_ports(ports)
     store = get_store(store_dir)
     entries = find_lineages(store, host)
-    domains = ca_domains(store)
-    policy_dir = os.path.abspath(write_dir) if write_dir else "/etc/postfix"
+    domains = _secure_domains(secure_domains, ca_domains(store))
+    # the policy table lives next to main.cf: the --write directory, else $MAIL_CONFIG's
+    policy_dir = os.path.abspath(write_dir) if write_dir else (os.environ.get("MAIL_CONFIG") or "/etc/postfix")
     if write_dir and os.path.exists(write_dir) and not os.path.isdir(write_dir):
         raise UsageError(f"--write {write_dir!r} is a file; give a directory")
     cfg = pf.render(entries[0]["name"], version=version, profile=tls, certs=cert_files(store, entries),
@@ -84,7 +93,10 @@ def cli(store_dir, host, profile, postfix_version, ports, fmt, write_dir, dane_t
         else:
             for name in files:
                 click.echo(f"wrote {os.path.join(policy_dir, name)}")
-            click.echo("Merge main.cf.mailca into main.cf and master.cf.mailca into master.cf, then 'postfix reload'.")
+            click.echo(f"Apply them with 'mailca deploy {cfg.host} --dry-run', then 'mailca deploy {cfg.host}' "
+                       "(merges via postconf, keeps postscreen, reloads and probes)"
+                       + (f", or run 'sh {os.path.join(policy_dir, 'postconf.sh')}'" if text is not None else "")
+                       + "; do not append the files to main.cf/master.cf.")
         return
     if as_json:
         emit_json({
@@ -93,7 +105,24 @@ def cli(store_dir, host, profile, postfix_version, ports, fmt, write_dir, dane_t
             "master": [{"service": s.name, "type": s.type, "port": s.port, "fields": list(s.fields),
                         "options": [{"name": o.name, "value": o.value, "why": o.why} for o in s.options]}
                        for s in cfg.master],
-            "policy_map": {"path": cfg.policy_path, "lines": cfg.policy_lines},
+            "policy_map": {"path": cfg.policy_path, "lines": cfg.policy_lines} if cfg.policy_path else None,
         })
         return
     click.echo(text if text is not None else pf.format_snippet(cfg), nl=False)
+
+
+def _secure_domains(given, ca_domains: list[str]) -> list[str]:
+    """--secure-domain values, each one of the CA's domains or below one (the root's name
+    constraints allow nothing else)."""
+    from ..core.names import normalize_dns_name
+    from ..errors import UsageError
+
+    out = []
+    for d in given:
+        n = normalize_dns_name(d, what="--secure-domain")
+        if not any(n == c or n.endswith("." + c) for c in ca_domains):
+            raise UsageError(f"--secure-domain {d!r} is not one of the CA's domains ({', '.join(ca_domains)}) "
+                             "or below one; a mailca certificate can only exist for those")
+        if n not in out:
+            out.append(n)
+    return out

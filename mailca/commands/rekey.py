@@ -46,8 +46,13 @@ def cli(store_dir, host, action, key_types, force, resolver, ns_port, ports, as_
                 ns_port=ns_port, ports=ports)
     for w in res.warnings:
         warn(w)
+    probes = []
+    if res.action == "commit":
+        from ..mailconf.deploy import verify_deployed
+
+        probes = verify_deployed(get_store(store_dir), [res.host])  # deployed with 'mailca deploy': reload + prove it
     if as_json:
-        emit_json(res.as_dict())
+        emit_json({**res.as_dict(), **({"probes": probes} if res.action == "commit" else {})})
         return
     name = res.host
     if res.action == "stage":
@@ -59,4 +64,7 @@ def cli(store_dir, host, action, key_types, force, resolver, ns_port, ports, as_
     else:
         for r in res.certificates:
             click.echo(f"{name} ({r['key_type']}) now uses the staged key: serial {r['serial']}, TLSA 3 1 1 {r['spki_sha256']}")
-        click.echo("Reload Postfix and Dovecot now; remove the old 3 1 1 record once they serve the new certificate.")
+        for p in probes:
+            click.echo(f"verified on the wire: {p['proto']} {p['address']}:{p['port']} serves serial {p['serial']}")
+        if not probes:
+            click.echo("Reload Postfix and Dovecot now; remove the old 3 1 1 record once they serve the new certificate.")

@@ -42,6 +42,9 @@ def cli(store_dir, names, all_, days_before, new_key, force, hooks, dry_run, qui
     MAILCA_RENEWED_FULLCHAINS, MAILCA_RENEWED_KEYS (space-separated), MAILCA_RENEWED_JSON,
     MAILCA_STORE, and certbot's RENEWED_DOMAINS / RENEWED_LINEAGE.
 
+    A host put on a server with 'mailca deploy' is then reloaded and probed on every
+    deployed port: a port still serving the old certificate fails the run (exit 4).
+
     Silent when nothing is due; one line per renewed certificate otherwise.  Exit 0
     when everything due was renewed; 3/2 when a renewal failed, 7 when a hook failed.
 
@@ -110,6 +113,14 @@ def cli(store_dir, names, all_, days_before, new_key, force, hooks, dry_run, qui
     if bad_hooks:
         raise HookError(f"deploy hook {bad_hooks[0]['hook']!r} failed: {bad_hooks[0]['error']}; "
                         f"the certificates were renewed, reload the servers by hand")
+    if not dry_run and res.renewed:
+        from ..mailconf.deploy import verify_deployed
+
+        # what 'mailca deploy' put on a live server is reloaded and probed: a port still
+        # serving the old certificate is an error (VerificationError), not a silent success
+        for p in verify_deployed(store, sorted({r["name"] for r in res.renewed})):
+            if not quiet and not as_json:
+                click.echo(f"verified on the wire: {p['proto']} {p['address']}:{p['port']} serves serial {p['serial']}")
 
 
 def _dns_gate(store, names, days_before, force, new_key, resolver, ns_port, dane_ports) -> dict:

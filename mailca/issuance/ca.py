@@ -27,6 +27,13 @@ __all__ = ["CA", "CA_META", "IssueRequest", "Issued", "load_ca", "init_ca", "iss
 
 
 # ------------------------------------------------------------------ loading
+def intermediate_name(label: str) -> str:
+    """'Example Org' -> 'Example Org Mail Intermediate CA', but 'Example Mail' -> 'Example Mail
+    Intermediate CA' (no doubled word)."""
+    words = label.split()
+    return f"{label} Intermediate CA" if words and words[-1].lower() == "mail" else f"{label} Mail Intermediate CA"
+
+
 class CA:
     """A loaded CA: certificates and metadata; the intermediate key is read on first use."""
 
@@ -143,7 +150,7 @@ def init_ca(store: Store, *, domains: list[str], org: str, profile: Profile, pas
         not_after=now + _dt.timedelta(days=profile.root_days), serial=new_serial(),
     )
     inter = builders.build_intermediate(
-        int_key.public_key(), issuer_cert=root, issuer_key=root_key, common_name=f"{label} Mail Intermediate CA",
+        int_key.public_key(), issuer_cert=root, issuer_key=root_key, common_name=intermediate_name(label),
         subject=subject, constraints=constraints,
         not_before=now - _dt.timedelta(minutes=profile.backdate_minutes),
         not_after=min(now + _dt.timedelta(days=profile.intermediate_days), root.not_valid_after_utc), serial=new_serial(),

@@ -46,7 +46,9 @@ def detect_version() -> str | None:
 
 
 def render(host: str, *, version: str, profile: TLSProfile, certs: list[CertFiles], postfix_queue: str = "/var/spool/postfix",
-           sasl_listener: bool = True) -> str:
+           sasl_listener: bool = True, sasl_socket: str | None = None) -> str:
+    """``sasl_socket``: the absolute path of Postfix's smtpd_sasl_path (default
+    ``<postfix_queue>/private/auth``, so it follows the instance's queue_directory)."""
     if not certs:
         raise UsageError(f"no certificate for {host}; issue one with 'mailca issue {host}'")
     for c in certs:
@@ -86,7 +88,7 @@ def render(host: str, *, version: str, profile: TLSProfile, certs: list[CertFile
         out += [
             "# SASL for Postfix submission: the socket 'mailca postfix' points smtpd_sasl_path at",
             "service auth {",
-            f"  unix_listener {postfix_queue}/private/auth {{",
+            f"  unix_listener {sasl_socket or postfix_queue.rstrip('/') + '/private/auth'} {{",
             "    mode = 0660",
             "    user = postfix",
             "    group = postfix",

@@ -288,16 +288,21 @@ def render(host: str, *, version: tuple[int, int], profile: TLSProfile, certs: l
     if profile.exclude_ciphers_mandatory:
         m.append(Setting("smtp_tls_mandatory_exclude_ciphers", ", ".join(profile.exclude_ciphers_mandatory),
                          "outbound: the same weak suites excluded"))
-    m.append(Setting("smtp_tls_CAfile", str(root_path),
-                     "your private root: lets the 'secure' policy below verify your own servers' certificates"))
-    table = "texthash" if version >= (2, 8) else "hash"
-    cfg.policy_path = str(Path(policy_dir) / POLICY_FILE)
-    m.append(Setting("smtp_tls_policy_maps", f"{table}:{cfg.policy_path}",
-                     "mail to your own domains must present a certificate from your CA (level secure)"
-                     + ("" if table == "texthash" else "; run 'postmap' on the file after editing")))
-    for d in domains:
-        for key in (d, "." + d):
-            cfg.policy_lines.append(f"{key:<30} secure match=nexthop:dot-nexthop")
+    if domains:  # opt-in (--secure-domain): a next hop without a mailca certificate would defer mail
+        table = "texthash" if version >= (2, 8) else "hash"
+        cfg.policy_path = str(Path(policy_dir) / POLICY_FILE)
+        m.append(Setting("smtp_tls_policy_maps", f"{table}:{cfg.policy_path}",
+                         "mail to the --secure-domain domains must present a certificate from your CA (level secure)"
+                         + ("" if table == "texthash" else "; run 'postmap' on the file after editing")))
+        # tafile= (Postfix 2.11): for these lookups ONLY the mailca root is trusted - smtp_tls_CAfile
+        # and Debian's smtp_tls_CApath=/etc/ssl/certs stay as they are for everything else
+        ta = f" tafile={root_path}" if version >= (2, 11) else ""
+        if not ta:
+            m.append(Setting("smtp_tls_CAfile", str(root_path),
+                             "Postfix < 2.11 has no per-destination tafile: your root verifies the 'secure' lookups"))
+        for d in domains:
+            for key in (d, "." + d):
+                cfg.policy_lines.append(f"{key:<30} secure match=nexthop:dot-nexthop{ta}")
     # master.cf
     relay = ("smtpd_relay_restrictions" if version >= (2, 10) else "smtpd_recipient_restrictions")
     for port in ports:
@@ -344,8 +349,16 @@ def format_main(cfg: PostfixConfig) -> str:
 
 
 def format_master(cfg: PostfixConfig) -> str:
-    out = [f"# --- mailca: services for {cfg.host} (add to master.cf, replacing entries of the same name) ---"]
+    out = [f"# --- mailca: services for {cfg.host} ---",
+           "# Add an entry only if master.cf has none of that name; for an existing one keep its columns",
+           "# (chroot!) and set just these -o lines.  'mailca deploy' does exactly that for you."]
     for svc in cfg.master:
+        if svc.name == "smtp" and svc.type == "inet" and not svc.options:
+            # never emit an 'smtp inet' line: merged as told it would replace a postscreen set-up
+            # (postscreen, smtpd pass, dnsblog, tlsproxy; chroot y) without a word
+            out.append("# port 25: keep your existing 'smtp inet' line (smtpd or postscreen) exactly as it is;")
+            out.append("# it takes all its TLS settings from main.cf.")
+            continue
         out += _comment(svc.why)
         out.append(f"{svc.name:<11} {svc.type:<5} " + " ".join(f"{f:<7}" for f in svc.fields).rstrip())
         for o in svc.options:
@@ -356,14 +369,16 @@ def format_master(cfg: PostfixConfig) -> str:
 
 def format_policy(cfg: PostfixConfig) -> str:
     out = [f"# mailca: TLS policy for mail to your own domains ({cfg.policy_path})",
-           "# level secure = TLS required and the certificate must chain to smtp_tls_CAfile (your root)",
-           "# and name the next-hop domain or a subdomain of it."]
+           "# level secure = TLS required, the certificate must chain to the mailca root named by tafile=",
+           "# (only that root: the system CAs are not trusted for these lookups) and name the next-hop",
+           "# domain or a subdomain of it.  Only the domains given with --secure-domain are listed."]
     return "\n".join(out + cfg.policy_lines) + "\n"
 
 
 def format_snippet(cfg: PostfixConfig) -> str:
-    parts = ["# ===== main.cf =====", format_main(cfg), "# ===== master.cf =====", format_master(cfg),
-             f"# ===== {cfg.policy_path} =====", format_policy(cfg)]
+    parts = ["# ===== main.cf =====", format_main(cfg), "# ===== master.cf =====", format_master(cfg)]
+    if cfg.policy_path:
+        parts += [f"# ===== {cfg.policy_path} =====", format_policy(cfg)]
     return "\n".join(parts)
 
 
@@ -387,8 +402,9 @@ def format_postconf(cfg: PostfixConfig) -> str:
         out.append(f"postconf -M {q(f'{svc.name}/{svc.type}={entry}')}")
         for o in svc.options:
             out.append(f"postconf -P {q(f'{svc.name}/{svc.type}/{o.name}={o.value}')}")
-    out.append("# the TLS policy table for your own domains")
-    out.append(f"printf '%s\\n' {' '.join(q(ln) for ln in cfg.policy_lines)} > {q(cfg.policy_path)}")
+    if cfg.policy_path:
+        out.append("# the TLS policy table for the --secure-domain domains")
+        out.append(f"printf '%s\\n' {' '.join(q(ln) for ln in cfg.policy_lines)} > {q(cfg.policy_path)}")
     out.append("postfix reload")
     return "\n".join(out) + "\n"
 
@@ -401,8 +417,9 @@ def write_config_files(cfg: PostfixConfig, write_dir: str, *, postconf_text: str
     from ..storage.store import atomic_write, ensure_dir
 
     ensure_dir(write_dir, 0o755)
-    files = {"main.cf.mailca": format_main(cfg), "master.cf.mailca": format_master(cfg),
-             POLICY_FILE: format_policy(cfg)}
+    files = {"main.cf.mailca": format_main(cfg), "master.cf.mailca": format_master(cfg)}
+    if cfg.policy_path:  # only with --secure-domain
+        files[POLICY_FILE] = format_policy(cfg)
     if postconf_text is not None:
         files["postconf.sh"] = postconf_text
     for name, content in files.items():

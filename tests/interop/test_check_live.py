@@ -171,7 +171,8 @@ def strict(tmp_path_factory):
     tlsa = [r["rdata"] for r in dane["records"]]
     assert {t.split()[0] for t in tlsa} == {"2", "3"}
     with PostfixServer(base / "pf", main_cf=(out / "main.cf.mailca").read_text(),
-                       master_cf=(out / "master.cf.mailca").read_text(), sasl=True, users={"alice": "pw"}) as srv:
+                       master_cf="smtp inet n - n - - smtpd\n" + (out / "master.cf.mailca").read_text(),
+                       sasl=True, users={"alice": "pw"}) as srv:
         yield srv, tlsa, ca
 
 

@@ -24,6 +24,7 @@ from postfix_harness import PostfixServer
 pytestmark = [pytest.mark.interop]
 
 HOST = "mail.example.org"
+SMTP_LINE = "smtp      inet  n       -       n       -       -       smtpd\n"
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +36,11 @@ def live(tmp_path_factory):
     ca = make_ca(base / "store", "example.org")
     ca.issue(HOST)
     out = base / "mailca-out"
-    ca.ok("postfix", HOST, "--profile", "strict", "--write", out)
+    ca.ok("postfix", HOST, "--profile", "strict", "--write", out, "--secure-domain", "example.org")
+    # master.cf.mailca never carries an 'smtp inet' line (it would replace postscreen): the
+    # admin's own port-25 line stays, here a plain smtpd one
     srv = PostfixServer(base / "pf", main_cf=(out / "main.cf.mailca").read_text(),
-                        master_cf=(out / "master.cf.mailca").read_text(), sasl=True, users={"alice": "s3cret-pw"})
+                        master_cf=SMTP_LINE + (out / "master.cf.mailca").read_text(), sasl=True, users={"alice": "s3cret-pw"})
     with srv:
         yield ca, srv, out
 
@@ -66,7 +69,7 @@ def test_postconf_accepts_the_rendered_config_without_warnings(live):
     assert "smtp_tls_security_level = dane" in n
     # the policy map the snippet points at parses as a Postfix table
     r = tool("postmap", "-q", "example.org", f"texthash:{out / 'mailca-tls-policy'}")
-    assert r.returncode == 0 and r.stdout.strip() == "secure match=nexthop:dot-nexthop", r
+    assert r.returncode == 0 and r.stdout.strip() == f"secure match=nexthop:dot-nexthop tafile={ca.root}", r
 
 
 # -------------------------------------------------------------------- 2. chain verification
@@ -339,7 +342,7 @@ def test_dual_pair_and_root_trust_anchor(tmp_path):
     ee = {x["key_type"]: x["rdata"] for x in recs if x["usage"] == 3}
     ta = [x["rdata"] for x in recs if x["usage"] == 2]
     with PostfixServer(tmp_path / "pf", main_cf=(out / "main.cf.mailca").read_text(),
-                       master_cf=(out / "master.cf.mailca").read_text()) as srv:
+                       master_cf=SMTP_LINE + (out / "master.cf.mailca").read_text()) as srv:
         port = srv.ports["smtp"]
         rsa_only = ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256", "-sigalgs", "RSA-PSS+SHA256:RSA+SHA256"]
         ec_only = ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]

@@ -1,0 +1,441 @@
+"""`mailca deploy` against a Postfix + Dovecot built the way Debian builds one (issue #11).
+
+Everything is real: an isolated Postfix (stock Debian main.cf with a snakeoil pair, postscreen
+on 25 with its companions, chroot y, submission/submissions with -o lines) plus a Dovecot with
+IMAP, LMTP and SASL, all on 127.0.0.1 high ports (tests/postfix_harness.py).  The clients are
+openssl s_client, swaks and Python's imaplib, each given only the mailca root.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import imaplib
+import json
+import os
+import re
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import base_env, tool
+from postfix_harness import PostfixServer
+
+HOST = "mail.example.org"
+USERS = {"alice": "wonderland-42"}
+# one injected clock for the CA and every operation on it, taken once
+NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+ENV = base_env(MAILCA_NOW=NOW.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+pytestmark = pytest.mark.slow
+
+
+def debian_main_cf(snake: tuple[Path, Path], *, sasl: str | None = "dovecot") -> str:
+    """Debian 12's stock main.cf (postfix 3.7 'Internet Site'), snakeoil pair included."""
+    cert, key = snake
+    text = f"""\
+smtpd_banner = $myhostname ESMTP $mail_name (Debian/GNU)
+biff = no
+append_dot_mydomain = no
+readme_directory = no
+compatibility_level = 3.6
+smtpd_tls_cert_file={cert}
+smtpd_tls_key_file={key}
+smtpd_tls_security_level=may
+smtp_tls_CApath=/etc/ssl/certs
+smtp_tls_security_level=may
+smtp_tls_session_cache_database = btree:${{data_directory}}/smtp_scache
+smtpd_relay_restrictions = permit_mynetworks permit_sasl_authenticated defer_unauth_destination
+myhostname = {HOST}
+relayhost =
+mynetworks = 127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128
+mailbox_size_limit = 0
+recipient_delimiter = +
+"""
+    if sasl == "dovecot":
+        text += "smtpd_sasl_type = dovecot\nsmtpd_sasl_path = private/auth\n"
+    elif sasl == "cyrus":
+        text += "smtpd_sasl_type = cyrus\n"
+    return text
+
+
+# postscreen on 25 with its companions, chroot y, submission/submissions with -o lines
+DEBIAN_MASTER_CF = """\
+smtp      inet  n       -       y       -       1       postscreen
+smtpd     pass  -       -       y       -       -       smtpd
+dnsblog   unix  -       -       y       -       0       dnsblog
+tlsproxy  unix  -       -       y       -       0       tlsproxy
+submission inet n       -       y       -       -       smtpd
+  -o syslog_name=postfix/submission
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_tls_auth_only=yes
+  -o smtpd_reject_unlisted_recipient=no
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+  -o milter_macro_daemon_name=ORIGINATING
+submissions inet n       -       y       -       -       smtpd
+  -o syslog_name=postfix/submissions
+  -o smtpd_tls_wrappermode=yes
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+  -o milter_macro_daemon_name=ORIGINATING
+"""
+
+
+def snakeoil(d: Path) -> tuple[Path, Path]:
+    """A self-signed pair like Debian's ssl-cert-snakeoil (CN = the host, not from the mailca CA)."""
+    d.mkdir(parents=True, exist_ok=True)
+    cert, key = d / "ssl-cert-snakeoil.pem", d / "ssl-cert-snakeoil.key"
+    r = tool("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+             "-days", "30", "-subj", f"/CN={HOST}")
+    assert r.returncode == 0, r.stderr
+    os.chmod(key, 0o600)
+    return cert, key
+
+
+def mailca(store: Path, *args, ok=True, timeout=180):
+    from conftest import run
+
+    r = run(["--dir", store, *args], env=ENV, timeout=timeout)
+    if ok:
+        assert r.returncode == 0, f"mailca {' '.join(map(str, args))} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+def configs(srv: PostfixServer) -> dict[str, str]:
+    out = {}
+    for p in (srv.config_dir / "main.cf", srv.config_dir / "master.cf", srv.dovecot_conf):
+        out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else None
+    dropin = srv.config_dir / "conf.d" / "99-mailca.conf"
+    out["dropin"] = hashlib.sha256(dropin.read_bytes()).hexdigest() if dropin.exists() else None
+    return out
+
+
+def served_serial(port: int, *, starttls: str | None, root: Path | None = None) -> tuple[int, bool]:
+    """(serial, verified) of the certificate openssl s_client gets on PORT, verified against
+    ROOT only (-CAfile plus -no-CApath/-no-CAstore: no system trust) with the host name checked."""
+    args = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", HOST, "-verify_hostname", HOST,
+            "-verify_return_error", "-no-CApath", "-no-CAstore", "-showcerts"]
+    if starttls:
+        args += ["-starttls", starttls]
+    args += ["-CAfile", str(root)] if root else []
+    r = subprocess.run(args, input="", capture_output=True, text=True, timeout=60)
+    m = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", r.stdout, re.S)
+    assert m, f"no certificate from port {port}: {r.stdout[-400:]} {r.stderr[-400:]}"
+    x = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=m.group(0), capture_output=True, text=True)
+    serial = int(x.stdout.strip().split("=", 1)[1], 16)
+    return serial, ("Verify return code: 0 (ok)" in r.stdout and r.returncode == 0)
+
+
+def current_serial(store: Path) -> int:
+    idx = json.loads((store / "index.json").read_text())["certs"]
+    mine = [e for e in idx if e["name"] == HOST]
+    return int(max(mine, key=lambda e: e["version"])["serial"], 16)
+
+
+def all_ports(srv: PostfixServer) -> dict[str, tuple[int, str | None]]:
+    return {"25": (srv.ports["smtp"], "smtp"), "587": (srv.ports["submission"], "smtp"),
+            "465": (srv.ports["submissions"], None), "143": (srv.ports["imap"], "imap"),
+            "993": (srv.ports["imaps"], None)}
+
+
+@pytest.fixture
+def debian(tmp_path):
+    """CA + certificate for mail.example.org and a running Debian-like Postfix + Dovecot."""
+    store = tmp_path / "store"
+    mailca(store, "init", "--org", "Test Mail", "--domain", "example.org")
+    mailca(store, "issue", HOST)
+    snake = snakeoil(tmp_path / "snakeoil")
+    srv = PostfixServer(tmp_path / "pf", main_cf=debian_main_cf(snake), master_cf=DEBIAN_MASTER_CF,
+                        users=USERS, keep_chroot=True, imap_cert=snake)
+    with srv:
+        yield store, srv, snake
+
+
+def deploy(store, srv, *args, ok=True):
+    return mailca(store, "deploy", HOST, "--postfix-config", srv.config_dir, "--dovecot-config", srv.dovecot_conf,
+                  *args, ok=ok)
+
+
+def swaks_auth(port: int, root: Path, *, implicit: bool) -> subprocess.CompletedProcess:
+    args = ["swaks", "--server", "127.0.0.1", "--port", str(port), "--to", "postmaster@localhost",
+            "--from", "alice@example.org", "--auth", "PLAIN", "--auth-user", "alice",
+            "--auth-password", USERS["alice"], "--tls-verify", "--tls-ca-path", str(root),
+            "--tls-sni", HOST, "--timeout", "30"]
+    args += ["--tlsc"] if implicit else ["--tls"]
+    return subprocess.run(args, capture_output=True, text=True, timeout=90)
+
+
+# --------------------------------------------------------------------------- the tests
+def test_dry_run_shows_diff_and_changes_nothing(debian):
+    store, srv, _ = debian
+    before = configs(srv)
+    r = deploy(store, srv, "--dry-run")
+    out = r.stdout
+    # the snakeoil pair goes, the chain file comes, each with a reason
+    assert re.search(r"^- smtpd_tls_cert_file = .*snakeoil", out, re.M), out
+    assert re.search(r"^\+ smtpd_tls_chain_files = .*keyfullchain\.pem", out, re.M), out
+    assert "# will then be probed: smtp" in out
+    # never the smtp inet line (postscreen), never the SASL backend the admin has
+    assert "postscreen" not in out and "smtpd_sasl_type" not in out, out
+    # -o lines mailca already agrees with are not repeated; submissions lacks auth_only
+    assert re.search(r"^\+ 127\.0\.0\.1:\d+/inet/smtpd_tls_auth_only = yes", out, re.M), out
+    assert "smtpd_relay_restrictions" not in out  # the admin's own -o value stays
+    assert configs(srv) == before
+    j = json.loads(deploy(store, srv, "--dry-run", "--json").stdout)
+    assert j["sasl"] == "dovecot"
+    assert {ls["proto"] for ls in j["listeners"]} == {"smtp", "submission", "submissions", "imap", "imaps"}
+
+
+def test_debian_like_deploy_then_every_client_verifies(debian):
+    store, srv, snake = debian
+    root = store / "ca" / "root.crt"
+    # before: the snakeoil certificate does not verify against the mailca root
+    _, verified = served_serial(srv.ports["submission"], starttls="smtp", root=root)
+    assert not verified
+    master_before = srv.postconf("-M")
+    log_size = srv.log_file.stat().st_size
+
+    r = deploy(store, srv)
+    serial = current_serial(store)
+    assert f"serves serial {serial:x}" in r.stdout, r.stdout
+    assert len(re.findall(r"^ok ", r.stdout, re.M)) == 5, r.stdout
+
+    # postscreen and chroot y untouched; postconf -n without warnings
+    master_after = srv.postconf("-M")
+    smtp_line = [ln for ln in master_after.splitlines() if ln.split()[-1] == "postscreen"]
+    assert smtp_line and smtp_line[0].split()[4] == "y", master_after
+    assert [ln for ln in master_before.splitlines() if "postscreen" in ln] == smtp_line
+    for svc in ("smtpd", "dnsblog", "tlsproxy"):
+        assert any(ln.split()[0] == svc for ln in master_after.splitlines()), svc
+    pn = subprocess.run(["postconf", "-c", str(srv.config_dir), "-n"], capture_output=True, text=True, timeout=60)
+    assert pn.returncode == 0 and pn.stderr == "", pn.stderr
+
+    # openssl on 25/587/465/143/993 with only the mailca root: the new serial, verified
+    for label, (port, starttls) in all_ports(srv).items():
+        got, ok = served_serial(port, starttls=starttls, root=root)
+        assert (got, ok) == (serial, True), f"port {label}"
+
+    # postscreen still in the path: a CONNECT line after the deploy
+    log = srv.log_file.read_text(errors="replace")[log_size:]
+    assert re.search(r"postfix/postscreen\[\d+\]: CONNECT from \[127\.0\.0\.1\]", log), log[-2000:]
+
+    # swaks AUTH on 587 (STARTTLS) and 465 (implicit), verified against the root
+    for port, implicit in ((srv.ports["submission"], False), (srv.ports["submissions"], True)):
+        s = swaks_auth(port, root, implicit=implicit)
+        assert s.returncode == 0, s.stdout[-1500:] + s.stderr[-500:]
+        assert re.search(r"<~  235 2\.7\.0 Authentication successful", s.stdout), s.stdout[-800:]
+        assert re.search(r"<~  250 2\.0\.0 Ok: queued", s.stdout), s.stdout[-800:]
+
+    # imaplib over 993 and STARTTLS 143, chain and host name checked against the root
+    ctx = ssl.create_default_context(cafile=str(root))
+    ctx.load_verify_locations(cafile=str(root))
+
+    class _IMAP4_SSL(imaplib.IMAP4_SSL):
+        def _create_socket(self, timeout):  # verify the host name, connect to the loopback address
+            import socket
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout)
+            return self.ssl_context.wrap_socket(sock, server_hostname=HOST)
+
+    with _IMAP4_SSL(HOST, srv.ports["imaps"], ssl_context=ctx, timeout=30) as m:
+        assert m.login("alice", USERS["alice"])[0] == "OK"
+
+    class _IMAP4(imaplib.IMAP4):
+        def _create_socket(self, timeout):
+            import socket
+            return socket.create_connection(("127.0.0.1", self.port), timeout)
+
+    with _IMAP4(HOST, srv.ports["imap"], timeout=30) as m:
+        assert m.starttls(ssl_context=ctx)[0] == "OK"  # server_hostname = HOST: checked
+        assert m.login("alice", USERS["alice"])[0] == "OK"
+
+    # a second deploy has nothing to change and still proves the ports
+    r2 = deploy(store, srv)
+    assert "0 change(s)" in r2.stdout and "nothing to change" in r2.stdout, r2.stdout
+
+
+def test_rollback_on_unreadable_key_leaves_files_byte_identical(debian):
+    store, srv, snake = debian
+    before = configs(srv)
+    old_serial, _ = served_serial(srv.ports["submissions"], starttls=None)
+    # the key file Postfix would read is damaged: Postfix cannot load it after the reload
+    kf = store / "certs" / HOST / "ecdsa-p256" / "live" / "keyfullchain.pem"
+    kf.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n" +
+                  kf.read_text().split("-----END PRIVATE KEY-----\n", 1)[1])
+    r = deploy(store, srv, "--wait", "5", ok=False)
+    assert r.returncode == 4, r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mailca: error: deploy failed: "), r.stderr
+    assert "rolled back" in err[0] and str(srv.log_file.name) in err[0] and "Traceback" not in r.stderr
+    assert configs(srv) == before
+    # the server answers again, with the old (snakeoil) certificate
+    time.sleep(1)
+    for label, (port, starttls) in all_ports(srv).items():
+        got, _ = served_serial(port, starttls=starttls)
+        assert got == old_serial, f"port {label} after rollback"
+
+
+def test_rollback_by_hand_restores_previous_files(debian):
+    store, srv, _ = debian
+    before = configs(srv)
+    deploy(store, srv)
+    assert configs(srv) != before
+    r = mailca(store, "deploy", "--rollback")
+    assert "restored" in r.stdout
+    assert configs(srv) == before
+    got, verified = served_serial(srv.ports["submission"], starttls="smtp", root=store / "ca" / "root.crt")
+    assert not verified  # the snakeoil certificate again
+
+
+@pytest.mark.parametrize("sasl", ["absent", "cyrus-without-config"])
+def test_no_working_sasl_backend_refuses_with_nothing_changed(tmp_path, sasl):
+    store = tmp_path / "store"
+    mailca(store, "init", "--org", "Test Mail", "--domain", "example.org")
+    mailca(store, "issue", HOST)
+    snake = snakeoil(tmp_path / "snakeoil")
+    main = debian_main_cf(snake, sasl=None if sasl == "absent" else "cyrus")
+    if sasl != "absent":  # a config path and application name no system file can match
+        main += f"cyrus_sasl_config_path = {tmp_path / 'sasl'}\nsmtpd_sasl_path = mailca-test-smtpd\n"
+    with PostfixServer(tmp_path / "pf", main_cf=main, master_cf=DEBIAN_MASTER_CF, keep_chroot=True) as srv:
+        files = {p: p.read_bytes() for p in (srv.config_dir / "main.cf", srv.config_dir / "master.cf")}
+        r = mailca(store, "deploy", HOST, "--postfix-config", srv.config_dir, "--no-dovecot", ok=False)
+        assert r.returncode == 2, r.stderr
+        assert "587/465 need AUTH" in r.stderr and "nothing changed" in r.stderr, r.stderr
+        assert {p: p.read_bytes() for p in files} == files
+        assert not (store / "deploy").exists()
+        # port 25 alone needs no SASL: that deploy goes through and is proven
+        r = mailca(store, "deploy", HOST, "--postfix-config", srv.config_dir, "--no-dovecot", "--ports", "25")
+        assert len(re.findall(r"^ok ", r.stdout, re.M)) == 1, r.stdout
+        got, ok = served_serial(srv.ports["smtp"], starttls="smtp", root=store / "ca" / "root.crt")
+        assert ok and got == current_serial(store)
+
+
+def test_renew_and_rekey_after_deploy_reload_and_prove_new_serial(debian):
+    store, srv, _ = debian
+    root = store / "ca" / "root.crt"
+    deploy(store, srv)
+    for step in (("renew", HOST, "--force"), ("rekey", HOST, "--commit", "--force")):
+        if step[0] == "rekey":
+            mailca(store, "rekey", HOST, "--stage")
+        old = current_serial(store)
+        r = mailca(store, *step)  # no deploy hook, no manual reload
+        new = current_serial(store)
+        assert new != old
+        # the command itself reloaded and probed all five ports
+        assert len(re.findall(rf"^verified on the wire: .* serves serial {new:x}$", r.stdout, re.M)) == 5, r.stdout
+        for label, (port, starttls) in all_ports(srv).items():
+            got, ok = served_serial(port, starttls=starttls, root=root)
+            assert (got, ok) == (new, True), f"{step[0]}: port {label}"
+
+
+def test_renew_fails_when_a_port_keeps_the_old_certificate(debian):
+    store, srv, _ = debian
+    deploy(store, srv, "--wait", "5")  # renew waits as long as the deploy was told to
+    old = current_serial(store)
+    # the classic: Dovecot is not reloaded after the renewal, so it keeps serving the old
+    # certificate (its config process holds the file contents).  Here mailca is made to skip
+    # Dovecot's reload by editing the deploy record; the probe must catch it.
+    rec = json.loads((store / "deploy" / "deployed.json").read_text())
+    rec[HOST]["dovecot_conf"] = None
+    (store / "deploy" / "deployed.json").write_text(json.dumps(rec))
+    r = mailca(store, "renew", HOST, "--force", ok=False)
+    assert r.returncode == 4, r.stderr
+    err = r.stderr.strip().splitlines()[-1]
+    assert re.match(rf"mailca: error: {re.escape(HOST)} was renewed but imaps? 127\.0\.0\.1:\d+: serves serial "
+                    rf"{old:x}, not the current {current_serial(store):x} \(and 1 more port\(s\)\); run 'postfix", err), err
+    got, _ = served_serial(srv.ports["imaps"], starttls=None)
+    assert got == old  # really still the old one: the error told the truth
+
+
+def test_cyrus_sasl_backend_is_kept(tmp_path):
+    """An admin's Cyrus SASL is detected and left alone (smtpd_sasl_type/path untouched); after
+    the deploy 587 and 465 still offer AUTH after TLS (the probe demands it) and smtpd never
+    dies with 'no SASL authentication mechanisms'.  (A full Cyrus login is not shown here.)"""
+    store = tmp_path / "store"
+    mailca(store, "init", "--org", "Test Mail", "--domain", "example.org")
+    mailca(store, "issue", HOST)
+    snake = snakeoil(tmp_path / "snakeoil")
+    srv = PostfixServer(tmp_path / "pf", main_cf="", master_cf=DEBIAN_MASTER_CF)
+    sasl_dir = srv.run_dir / "sasl"  # reachable for the postfix user (pytest's tmp is 0700)
+    sasl_dir.mkdir(parents=True)
+    (sasl_dir / "mailca-cyrus.conf").write_text("pwcheck_method: saslauthd\nmech_list: PLAIN LOGIN\n")
+    srv.main_cf_text = debian_main_cf(snake, sasl="cyrus") + (
+        f"cyrus_sasl_config_path = {sasl_dir}\nsmtpd_sasl_path = mailca-cyrus\n")
+    with srv:
+        dry = mailca(store, "deploy", HOST, "--postfix-config", srv.config_dir, "--no-dovecot", "--dry-run", "--json")
+        plan = json.loads(dry.stdout)
+        assert plan["sasl"] == "cyrus" and "mailca-cyrus.conf" in plan["sasl_detail"]
+        assert not {c["key"] for c in plan["changes"]} & {"smtpd_sasl_type", "smtpd_sasl_path"}, plan["changes"]
+        r = mailca(store, "deploy", HOST, "--postfix-config", srv.config_dir, "--no-dovecot")
+        assert len(re.findall(r"^ok ", r.stdout, re.M)) == 3, r.stdout
+        n = srv.postconf("-n")
+        assert "smtpd_sasl_type = cyrus" in n and "smtpd_sasl_path = mailca-cyrus" in n
+        assert "no SASL authentication mechanisms" not in srv.log_file.read_text(errors="replace")
+
+
+@pytest.fixture
+def crl_http(tmp_path):
+    """A plain-HTTP server on 127.0.0.1 publishing a directory (where 'mailca crl --out' writes)."""
+    import functools
+    import http.server
+    import threading
+
+    from postfix_harness import free_port
+
+    pub = tmp_path / "www"
+    pub.mkdir()
+    port = free_port()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(pub))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield pub, f"http://127.0.0.1:{port}/ca.crl"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_testssl_rates_the_deployed_server_clean(tmp_path, crl_http):
+    """testssl.sh --add-ca on 25, 587 and 465 of a Debian-like server after 'mailca deploy':
+    zero MEDIUM+ findings, cert_revocation included (the leaf names the CRL, served over HTTP)."""
+    import urllib.request
+
+    testssl = "testssl"
+    pub, url = crl_http
+    store = tmp_path / "store"
+    mailca(store, "init", "--org", "Test Mail", "--domain", "example.org", "--crl-url", url)
+    mailca(store, "issue", HOST)
+    mailca(store, "crl", "--out", pub / "ca.crl")
+    with urllib.request.urlopen(url, timeout=10) as resp:  # the CRL really is served there
+        der = resp.read()
+    v = subprocess.run(["openssl", "crl", "-inform", "DER", "-noout", "-verify", "-CAfile",
+                        str(store / "ca" / "intermediate.crt")], input=der, capture_output=True, timeout=30)
+    assert v.returncode == 0 and b"verify OK" in v.stderr + v.stdout, v.stderr
+    snake = snakeoil(tmp_path / "snakeoil")
+    with PostfixServer(tmp_path / "pf", main_cf=debian_main_cf(snake), master_cf=DEBIAN_MASTER_CF,
+                       users=USERS, keep_chroot=True, imap_cert=snake) as srv:
+        deploy(store, srv)
+        leaf = (store / "certs" / HOST / "ecdsa-p256" / "live" / "cert.pem")
+        assert url in tool("openssl", "x509", "-in", leaf, "-noout", "-ext", "crlDistributionPoints").stdout
+        for svc, starttls in (("smtp", "smtp"), ("submission", "smtp"), ("submissions", None)):
+            out = tmp_path / f"testssl-{svc}.json"
+            args = [testssl, "--quiet", "--warnings", "off", "--color", "0", "--nodns", "none", "--ip", "127.0.0.1",
+                    "--connect-timeout", "5", "--openssl-timeout", "5", "--add-ca", str(store / "ca" / "root.crt"),
+                    "--jsonfile", str(out)]
+            args += ["--starttls", starttls] if starttls else []
+            r = tool(*args, f"{HOST}:{srv.ports[svc]}", timeout=900)
+            assert out.exists(), r.stdout[-2000:] + r.stderr[-2000:]
+            found = json.loads(out.read_text())
+            ids = {f["id"]: f for f in found}
+            # testssl.sh lists the CRL URI it found (cert_revocation only appears when there is none)
+            cdp = [f for i, f in ids.items() if i.startswith("cert_crlDistributionPoints")]
+            assert cdp and url in cdp[0]["finding"], (svc, sorted(i for i in ids if i.startswith("cert")))
+            trust = [f for i, f in ids.items() if i.startswith("cert_chain_of_trust")]
+            assert trust and all(f["severity"] == "OK" for f in trust), trust
+            bad = {f["id"]: (f["severity"], f["finding"]) for f in found
+                   if f.get("severity") in ("MEDIUM", "HIGH", "CRITICAL")}
+            assert bad == {}, f"{svc}: {bad}"
