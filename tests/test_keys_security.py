@@ -199,3 +199,141 @@ def test_policy_accepts_the_passphrases_tests_and_demo_use(tmp_path, good):
         good = base64.b64encode(os.urandom(24)).decode()
     r = run(["--dir", tmp_path / "s", "init", "--domain", "example.org"], env=base_env(MAILCA_PASSPHRASE=good))
     assert r.returncode == 0, r.stderr
+
+
+# ----------------------------------------------------- profiles are data, not a search path
+def _cert(path: Path):
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def _cdp(cert) -> list[str]:
+    from cryptography import x509
+
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return []
+    return [n.value for dp in ext for n in dp.full_name]
+
+
+PLANTED = """[ca]
+root_days = 36500
+permitted_ip_ranges = ["0.0.0.0/0", "::/0"]
+[crl]
+distribution_point = "http://attacker.invalid/x.crl"
+"""
+
+
+def test_a_file_in_the_current_directory_does_not_replace_a_packaged_profile(tmp_path):
+    from cryptography import x509
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "dual").write_text(PLANTED)
+    (cwd / "default").write_text(PLANTED)
+    store = tmp_path / "store"
+    r = run(["--dir", store, "init", "--domain", "example.org", "--profile", "dual"], cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    root = _cert(store / "ca" / "root.crt")
+    nc = root.extensions.get_extension_for_class(x509.NameConstraints).value
+    assert not [g for g in nc.permitted_subtrees if isinstance(g, x509.IPAddress)]  # nothing widened
+    assert {str(g.value) for g in nc.excluded_subtrees} == {"0.0.0.0/0", "::/0"}
+    days = (root.not_valid_after_utc - root.not_valid_before_utc).days
+    assert days <= 3651, days  # packaged 10 years, not 100
+    # the packaged dual profile (ECDSA + RSA) is what was used
+    r = run(["--dir", store, "issue", "mail.example.org", "--json"], cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    certs = json.loads(r.stdout)["certificates"]
+    assert sorted(c["key_type"] for c in certs) == ["ecdsa-p256", "rsa-2048"]
+    for c in certs:
+        assert _cdp(_cert(Path(c["paths"]["cert"]))) == []  # no attacker CRL URL
+    # the default CA, too, ignores ./default
+    r = run(["--dir", tmp_path / "s2", "init", "--domain", "example.org"], cwd=cwd)
+    assert r.returncode == 0 and "attacker" not in (tmp_path / "s2" / "ca" / "ca.json").read_text()
+
+
+def test_a_bare_name_that_is_not_packaged_is_refused_even_if_a_file_exists(tmp_path):
+    (tmp_path / "mine").write_text("[leaf]\ndays = 30\n")
+    r = run(["--dir", tmp_path / "s", "init", "--domain", "example.org", "--profile", "mine"], cwd=tmp_path)
+    assert r.returncode == 2 and "unknown certificate profile 'mine'" in r.stderr and "path" in r.stderr
+    assert not (tmp_path / "s" / "ca").exists()
+    # as a path it is accepted
+    r = run(["--dir", tmp_path / "s", "init", "--domain", "example.org", "--profile", "./mine"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+def test_renewal_uses_the_profile_snapshot_not_the_edited_file(tmp_path):
+    import json
+
+    ca = make_ca(tmp_path / "store")
+    prof = tmp_path / "site.toml"
+    prof.write_text("[leaf]\ndays = 30\n")
+    r = ca.run("issue", "mail.example.org", "--profile", prof, "--json")
+    assert r.returncode == 0, r.stderr
+    first = json.loads(r.stdout)["certificates"][0]
+    c1 = _cert(Path(first["paths"]["cert"]))
+    assert (c1.not_valid_after_utc - c1.not_valid_before_utc).days == 30
+    snaps = list((ca.dir / "ca" / "profiles").glob("*.json"))
+    assert len(snaps) == 1 and stat.S_IMODE(snaps[0].stat().st_mode) == 0o644
+    # the file is edited after approval: longer life, an attacker's CRL URL, wildcards
+    prof.write_text('[leaf]\ndays = 365\nallow_wildcard = true\n[crl]\ndistribution_point = "http://attacker.invalid/c"\n')
+    r = ca.run("renew", "mail.example.org", "--force", "--json")
+    assert r.returncode == 0, r.stderr
+    c2 = _cert(ca.live("mail.example.org") / "cert.pem")
+    assert c2.serial_number != c1.serial_number
+    assert (c2.not_valid_after_utc - c2.not_valid_before_utc).days == 30
+    assert _cdp(c2) == []
+    # and with the file gone, renewal still works from the snapshot
+    prof.unlink()
+    r = ca.run("renew", "mail.example.org", "--force")
+    assert r.returncode == 0, r.stderr
+    c3 = _cert(ca.live("mail.example.org") / "cert.pem")
+    assert (c3.not_valid_after_utc - c3.not_valid_before_utc).days == 30
+
+
+BAD_PROFILES = {
+    "state-newline": ('[subject]\nstate = "Bavaria\\nCN=evil"\n', "'subject.state'"),
+    "locality-nul": ('[subject]\nlocality = "Munich\\u0000x"\n', "'subject.locality'"),
+    "org-65": ('[subject]\norganization = "' + "O" * 65 + '"\n', "X.520 allows at most 64"),
+    "ou-65": ('[subject]\norganizational_unit = "' + "U" * 65 + '"\n', "X.520 allows at most 64"),
+    "state-129": ('[subject]\nstate = "' + "S" * 129 + '"\n', "X.520 allows at most 128"),
+    "country-3": ('[subject]\ncountry = "DEU"\n', "two-letter"),
+    "country-non-ascii": ('[subject]\ncountry = "DÉ"\n', "two-letter"),
+    "cdp-non-ascii-host": ('[crl]\ndistribution_point = "http://bücher.example.org/ca.crl"\n', "A-labels"),
+    "cdp-space": ('[crl]\ndistribution_point = "http://mail.example.org/ca crl"\n', "' '"),
+    "cdp-newline": ('[crl]\ndistribution_point = "http://mail.example.org/\\nx"\n', "'\\n'"),
+    "cdp-nul": ('[crl]\ndistribution_point = "http://mail.example.org/\\u0000"\n', "'\\x00'"),
+    "cdp-relative": ('[crl]\ndistribution_point = "/ca.crl"\n', "not an http:// URL"),
+    "cdp-ftp": ('[crl]\ndistribution_point = "ftp://mail.example.org/ca.crl"\n', "not an http:// URL"),
+    "cdp-no-host": ('[crl]\ndistribution_point = "http:///ca.crl"\n', "has no host"),
+    "cdp-userinfo": ('[crl]\ndistribution_point = "http://u:p@mail.example.org/c"\n', "user name"),
+    "cdp-bad-host": ('[crl]\ndistribution_point = "http://exa_mple..org/c"\n', "invalid host"),
+    "ip-everything": ('[ca]\npermitted_ip_ranges = ["0.0.0.0/0"]\n[leaf]\nallow_ip = true\n', "permits every address"),
+    "max-sans-0": ('[leaf]\nmax_sans = 0\n', "'leaf.max_sans'"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(BAD_PROFILES))
+def test_every_profile_field_is_validated_on_load(tmp_path, label):
+    text, fragment = BAD_PROFILES[label]
+    p = tmp_path / "p.toml"
+    p.write_text(text, encoding="utf-8")
+    store = tmp_path / "store"
+    r = run(["--dir", store, "init", "--domain", "example.org", "--profile", p])
+    assert r.returncode == 2, (label, r.stderr)
+    assert r.stderr.startswith("mailca: error: profile ") and r.stderr.count("\n") == 1, r.stderr
+    assert fragment in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (store / "ca").exists()
+
+
+def test_a_good_cdp_url_still_reaches_the_leaf(tmp_path):
+    p = tmp_path / "p.toml"
+    p.write_text('[subject]\nstate = "Baden-Württemberg"\nlocality = "Zürich"\ncountry = "DE"\n'
+                 '[crl]\ndistribution_point = "http://xn--bcher-kva.example.org/ca.crl"\n')
+    ca = make_ca(tmp_path / "store", extra=["--profile", p])
+    c = ca.issue("mail.example.org")[0]
+    assert _cdp(_cert(Path(c["paths"]["cert"]))) == ["http://xn--bcher-kva.example.org/ca.crl"]

@@ -401,10 +401,8 @@ def _renew_each(store, ca, prof, due, res, idx, *, now, new_key, int_after, on_r
             profile = prof
             pname = e.get("profile")
             if pname and pname != prof.name:
-                try:
-                    profile = camod.profile_for(ca, pname)
-                except MailcaError:
-                    profile = prof
+                # the profile as approved at issue (a snapshot in the store), never a file re-read
+                profile = camod.recorded_profile(ca, pname)
             days = min(_lifetime_days(e, profile.backdate_minutes), profile.leaf_days)
             room = int((int_after - now).total_seconds() // 86400)
             if room < 1:
