@@ -337,3 +337,134 @@ def test_a_good_cdp_url_still_reaches_the_leaf(tmp_path):
     ca = make_ca(tmp_path / "store", extra=["--profile", p])
     c = ca.issue("mail.example.org")[0]
     assert _cdp(_cert(Path(c["paths"]["cert"]))) == ["http://xn--bcher-kva.example.org/ca.crl"]
+
+
+# ------------------------------------------------------------------ hostile CSRs
+def _der(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    ln = bytes([n]) if n < 0x80 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag]) + ln + content
+
+
+OID_ECDSA_SHA256 = bytes.fromhex("06082a8648ce3d040302")
+OID_ECDSA_SHA1 = bytes.fromhex("06072a8648ce3d0401")
+
+
+def hostile_csr(patch=None, *, sha1: bool = False) -> bytes:
+    """A CSR (CN zzzz.example.org, SAN yyyy.example.org) whose CertificationRequestInfo is
+    byte-patched by ``patch`` and then properly re-signed with its own key, so the hostile
+    encoding is what the signer sees (not a bad signature)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "zzzz.example.org")]))
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName("yyyy.example.org")]), critical=False)
+           .sign(key, hashes.SHA256()))
+    tbs = csr.tbs_certrequest_bytes
+    if patch:
+        new = patch(tbs)
+        assert new != tbs and len(new) == len(tbs)
+        tbs = new
+    sig = key.sign(tbs, ec.ECDSA(hashes.SHA1() if sha1 else hashes.SHA256()))
+    alg = _der(0x30, OID_ECDSA_SHA1 if sha1 else OID_ECDSA_SHA256)
+    der = _der(0x30, tbs + alg + _der(0x03, b"\x00" + sig))
+    b64 = base64.b64encode(der).decode()
+    return ("-----BEGIN CERTIFICATE REQUEST-----\n" + "\n".join(b64[i:i + 64] for i in range(0, len(b64), 64))
+            + "\n-----END CERTIFICATE REQUEST-----\n").encode()
+
+
+
+
+HOSTILE = {
+    "cn-bad-utf8": (lambda t: t.replace(b"zzzz.example.org", b"\xff\xfezz.example.org"), "malformed"),
+    "san-8bit-ia5": (lambda t: t.replace(b"yyyy.example.org", b"\xe9yyy.example.org"), "malformed"),
+    "cn-integer": (lambda t: t.replace(b"\x0c\x10zzzz", b"\x02\x10zzzz"), "malformed subject"),
+    "cn-bitstring": (lambda t: t.replace(b"\x0c\x10zzzz", b"\x03\x10\x00zzz"), "malformed subject"),
+    "version-5": (lambda t: t[:t.index(b"\x02\x01\x00")] + b"\x02\x01\x04" + t[t.index(b"\x02\x01\x00") + 3:],
+                  "version 5"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(HOSTILE))
+def test_hostile_csrs_give_one_line_errors_and_sign_nothing(tmp_path, shared_ca, label):
+    patch, fragment = HOSTILE[label]
+    req = tmp_path / "h.csr"
+    req.write_bytes(hostile_csr(patch))
+    before = snapshot(shared_ca.dir)
+    r = shared_ca.run("sign", req)
+    assert r.returncode == 2, (label, r.returncode, r.stderr)
+    assert r.stderr.startswith("mailca: error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "Traceback" not in r.stderr and fragment in r.stderr, r.stderr
+    assert r.stdout == ""
+    assert snapshot(shared_ca.dir) == before
+
+
+def test_the_hostile_csr_helper_makes_valid_csrs_when_unpatched(tmp_path, ca):
+    req = tmp_path / "ok.csr"
+    req.write_bytes(hostile_csr())
+    assert tool("openssl", "req", "-in", req, "-verify", "-noout").returncode == 0
+    r = ca.run("sign", req, "--json")
+    assert r.returncode == 0, r.stderr
+
+
+def test_sha1_csr_is_refused_by_name(tmp_path, shared_ca):
+    req = tmp_path / "sha1.csr"
+    req.write_bytes(hostile_csr(sha1=True))
+    v = tool("openssl", "req", "-in", req, "-verify", "-noout")
+    assert v.returncode == 0, v.stderr  # the signature itself verifies: the refusal is about SHA-1
+    before = snapshot(shared_ca.dir)
+    r = shared_ca.run("sign", req)
+    assert r.returncode == 2 and "signed with SHA-1; make a new CSR with SHA-256" in r.stderr, r.stderr
+    assert "altered" not in r.stderr
+    assert snapshot(shared_ca.dir) == before
+
+
+def test_a_trailing_pem_block_is_refused(tmp_path, shared_ca):
+    good, other = hostile_csr(), hostile_csr()
+    before = snapshot(shared_ca.dir)
+    for i, data in enumerate([good + other, good + b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"]):
+        req = tmp_path / f"two{i}.csr"
+        req.write_bytes(data)
+        r = shared_ca.run("sign", req)
+        assert r.returncode == 2 and "holds 2 PEM blocks" in r.stderr, r.stderr
+    assert snapshot(shared_ca.dir) == before
+
+
+# ------------------------------------------------------------------ SAN cap, linear time
+def _many_sans_csr(n: int) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.DNSName(f"h{i}.example.org") for i in range(n)]
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+           .add_extension(x509.SubjectAlternativeName(names), critical=False).sign(key, hashes.SHA256()))
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def test_san_cap_per_csr_and_issue_and_profile_settable(tmp_path):
+    ca = make_ca(tmp_path / "store")
+    req = tmp_path / "many.csr"
+    req.write_bytes(_many_sans_csr(101))
+    before = snapshot(ca.dir)
+    r = ca.run("sign", req)
+    assert r.returncode == 2 and "101 names requested" in r.stderr and "at most 100" in r.stderr, r.stderr
+    sans = []
+    for i in range(101):
+        sans += ["--san", f"s{i}.example.org"]
+    r = ca.run("issue", "mail.example.org", *sans)
+    assert r.returncode == 2 and "at most 100" in r.stderr, r.stderr
+    assert snapshot(ca.dir) == before
+    # 100 is fine; a profile may raise or lower the cap
+    req.write_bytes(_many_sans_csr(100))
+    assert ca.run("sign", req).returncode == 0
+    p = tmp_path / "cap.toml"
+    p.write_text("[leaf]\nmax_sans = 3\n")
+    r = ca.run("issue", "a.example.org", "--san", "b.example.org", "--san", "c.example.org", "--san", "d.example.org",
+               "--profile", p)
+    assert r.returncode == 2 and "at most 3" in r.stderr
