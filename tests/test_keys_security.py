@@ -529,3 +529,155 @@ def test_one_validation_still_enforces_name_constraints_on_every_san(tmp_path):
     verify.verify_server_chain(ok, [loaded.intermediate], loaded.root, ["a.example.org", "b.example.org"], now=now)
     with pytest.raises(VerificationError, match="does not carry"):
         verify.verify_server_chain(ok, [loaded.intermediate], loaded.root, ["a.example.org", "x.example.org"], now=now)
+
+
+# ------------------------------------------------------------------ --out/--write outside the store
+def test_crl_out_cannot_overwrite_the_stores_private_keys(tmp_path, ca):
+    key = ca.dir / "ca" / "intermediate.key"
+    link = tmp_path / "innocent.crl"
+    link.symlink_to(key)  # a path outside that resolves into the store
+    before = snapshot(ca.dir)
+    for target in (key, ca.dir / "ca" / "new.crl", link, ca.dir / "index.json"):
+        r = ca.run("crl", "--out", target)
+        assert r.returncode == 2 and "is inside the store" in r.stderr, (target, r.stderr)
+    assert snapshot(ca.dir) == before
+    # the next issue still works: the key was not replaced by a CRL
+    assert ca.run("issue", "mail.example.org").returncode == 0
+    r = ca.run("crl", "--out", tmp_path / "ok.crl")
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture(scope="module")
+def issued_ca(tmp_path_factory):
+    """A CA with mail.example.org issued (read-only for the tests using it)."""
+    c = make_ca(tmp_path_factory.mktemp("issued") / "store")
+    c.ok("issue", "mail.example.org")
+    return c
+
+
+@pytest.mark.parametrize("argv", [
+    ["schedule", "--systemd", "--write", "{store}"],
+    ["schedule", "--cron", "--write", "{store}/ca"],
+    ["postfix", "mail.example.org", "--write", "{store}/certs"],
+    ["postfix", "mail.example.org", "--write", "{store}/new/dir"],
+    ["bundle", "--out", "{store}/ca"],
+], ids=["schedule-store", "schedule-ca", "postfix-certs", "postfix-new-subdir", "bundle-ca"])
+def test_every_write_option_refuses_the_store(tmp_path, issued_ca, argv):
+    argv = [a.replace("{store}", str(issued_ca.dir)) for a in argv]
+    before = snapshot(issued_ca.dir)
+    r = issued_ca.run(*argv)
+    assert r.returncode == 2, r.stderr
+    assert ("inside the store" in r.stderr or "overlaps the store" in r.stderr) and r.stderr.count("\n") == 1
+    assert snapshot(issued_ca.dir) == before
+
+
+def test_bundle_out_parents_are_0755_under_umask_000(tmp_path, shared_ca):
+    import subprocess
+    import sys
+
+    out = tmp_path / "a" / "b" / "c"
+    r = subprocess.run([sys.executable, "-m", "mailca", "--dir", str(shared_ca.dir), "bundle", "--out", str(out)],
+                       env=base_env(), capture_output=True, text=True, timeout=120, preexec_fn=lambda: os.umask(0))
+    assert r.returncode == 0, r.stderr
+    for d in (tmp_path / "a", tmp_path / "a" / "b", out):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o755, (d, oct(d.stat().st_mode))
+    assert all(not (stat.S_IMODE(f.stat().st_mode) & 0o002) for f in out.iterdir())
+
+
+# ------------------------------------------------------------------ trust install scope
+def _self_signed_root(tmp_path: Path, *, constrained: bool) -> Path:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Any Site Root")])
+    now = dt.datetime.now(dt.timezone.utc)
+    b = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+         .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+         .not_valid_after(now + dt.timedelta(days=30))
+         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True))
+    if constrained:  # DNS-only constraints: any IP address stays possible
+        b = b.add_extension(x509.NameConstraints([x509.DNSName("example.org")], None), critical=True)
+    p = tmp_path / ("dns-only.crt" if constrained else "unconstrained.crt")
+    p.write_bytes(b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    return p
+
+
+def _nss_db(tmp_path: Path) -> Path:
+    db = tmp_path / "nssdb"
+    db.mkdir()
+    tool(require("certutil"), "-N", "--empty-password", "-d", f"sql:{db}", check=True)
+    return db
+
+
+def _nss_list(db: Path) -> str:
+    return tool("certutil", "-L", "-d", f"sql:{db}").stdout
+
+
+@pytest.mark.parametrize("constrained", [False, True], ids=["no-constraints", "dns-only"])
+def test_trust_install_refuses_an_unconstrained_root_unless_allowed(tmp_path, constrained):
+    db = _nss_db(tmp_path)
+    cert = _self_signed_root(tmp_path, constrained=constrained)
+    env = base_env(MAILCA_NSS_DBS=str(db), HOME=str(tmp_path / "home"))
+    before = _nss_list(db)
+    r = run(["trust", "install", "--cert", cert, "--nss", "--no-system"], env=env)
+    assert r.returncode == 2 and "refusing to trust 'Any Site Root'" in r.stderr and "--allow-unconstrained" in r.stderr
+    assert ("ANY host name" if not constrained else "ANY IP address") in r.stderr
+    assert _nss_list(db) == before and "Any Site Root" not in _nss_list(db)
+    r = run(["trust", "install", "--cert", cert, "--nss", "--no-system", "--allow-unconstrained"], env=env)
+    assert r.returncode == 0, r.stderr
+    assert "trusted without limits" in r.stderr
+    assert "mailca-" in _nss_list(db)
+
+
+def test_trust_install_shows_the_scope_of_a_mailca_root(tmp_path, shared_ca):
+    db = _nss_db(tmp_path)
+    env = base_env(MAILCA_NSS_DBS=str(db), HOME=str(tmp_path / "home"))
+    r = run(["trust", "install", "--cert", shared_ca.root, "--nss", "--no-system"], env=env)
+    assert r.returncode == 0, r.stderr
+    assert "scope: This root can only vouch for example.org, example.net" in r.stdout
+    assert "for no IP address" in r.stdout
+    import json
+
+    r = run(["trust", "install", "--cert", shared_ca.root, "--nss", "--no-system", "--json"], env=env)
+    assert json.loads(r.stdout)["scope"]["permitted_dns"] == ["example.org", "example.net"]
+
+
+# ------------------------------------------------------------------ MAILCA_PASSPHRASE in children
+def _spy(bin_dir: Path, name: str, log: Path) -> None:
+    """A wrapper on PATH that records its environment, then runs the real program."""
+    import shutil
+
+    real = shutil.which(name)
+    assert real, name
+    bin_dir.mkdir(exist_ok=True)
+    w = bin_dir / name
+    w.write_text(f"#!/bin/sh\nenv >> '{log}'\necho '--' >> '{log}'\nexec '{real}' \"$@\"\n")
+    w.chmod(0o755)
+
+
+def test_children_never_see_the_passphrase(tmp_path, issued_ca):
+    require("postconf")
+    require("certutil")
+    log = tmp_path / "env.log"
+    bin_dir = tmp_path / "bin"
+    for name in ("postconf", "certutil", "dovecot"):
+        _spy(bin_dir, name, log)
+    db = _nss_db(tmp_path)
+    env = base_env(PATH=f"{bin_dir}:{os.environ['PATH']}", MAILCA_NSS_DBS=str(db), HOME=str(tmp_path / "home"),
+                   MAILCA_SPY_MARKER="visible")
+    assert env["MAILCA_PASSPHRASE"] == PASSPHRASE
+    r = run(["--dir", issued_ca.dir, "postfix", "mail.example.org"], env=env)
+    assert r.returncode == 0, r.stderr
+    r = run(["trust", "install", "--cert", issued_ca.root, "--nss", "--no-system"], env=env)
+    assert r.returncode == 0, r.stderr
+    r = run(["--dir", issued_ca.dir, "dovecot", "mail.example.org"], env=env)
+    assert r.returncode == 0, r.stderr
+    text = log.read_text()
+    assert text.count("--\n") >= 2  # postconf and certutil (at least) ran through the spies
+    assert "MAILCA_SPY_MARKER=visible" in text  # the spies do see the environment
+    assert "MAILCA_PASSPHRASE" not in text and PASSPHRASE not in text

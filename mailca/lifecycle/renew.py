@@ -173,7 +173,9 @@ def parse_hooks(cmds: list[str]) -> list[Hook]:
 
 
 def hook_env(store, renewed: list[dict]) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "MAILCA_PASSPHRASE"}  # hooks never see the passphrase
+    from ..core.childenv import child_env
+
+    env = child_env()  # hooks never see the passphrase
     names: list[str] = []
     for r in renewed:
         for n in r["names"]:
