@@ -681,3 +681,39 @@ def test_children_never_see_the_passphrase(tmp_path, issued_ca):
     assert text.count("--\n") >= 2  # postconf and certutil (at least) ran through the spies
     assert "MAILCA_SPY_MARKER=visible" in text  # the spies do see the environment
     assert "MAILCA_PASSPHRASE" not in text and PASSPHRASE not in text
+
+
+def _edit_ca_json(store: Path, section: str, key: str, value) -> None:
+    """Simulate a store written by an older mailca (before a check existed)."""
+    import json
+
+    p = store / "ca" / "ca.json"
+    meta = json.loads(p.read_text())
+    meta["profile_data"].setdefault(section, {})[key] = value
+    p.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+
+
+def test_renewal_is_not_blocked_by_the_san_cap(tmp_path):
+    ca = make_ca(tmp_path / "store")
+    ca.ok("issue", "mail.example.org", "--san", "a.example.org", "--san", "b.example.org", "--san", "c.example.org")
+    _edit_ca_json(ca.dir, "leaf", "max_sans", 2)  # a cap lower than what an older version issued
+    assert "at most 2" in ca.run("issue", "x.example.org", "--san", "y.example.org", "--san", "z.example.org").stderr
+    r = ca.run("renew", "mail.example.org", "--force")
+    assert r.returncode == 0, r.stderr
+    from cryptography import x509
+
+    c = _cert(ca.live("mail.example.org") / "cert.pem")
+    assert len(c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value) == 4
+
+
+def test_an_old_store_with_a_non_ascii_cdp_gives_one_line_errors(tmp_path):
+    """The review: init accepted http://bücher.example.org/..., then every issue crashed with
+    'URI values should be passed as an A-label string'.  init now refuses it (see
+    test_every_profile_field_is_validated_on_load); a store made before still fails cleanly."""
+    ca = make_ca(tmp_path / "store")
+    _edit_ca_json(ca.dir, "crl", "distribution_point", "http://bücher.example.org/ca.crl")
+    before = snapshot(ca.dir)
+    r = ca.run("issue", "mail.example.org")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "A-labels" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert snapshot(ca.dir) == before

@@ -234,10 +234,13 @@ class Issued:
         }
 
 
-def normalize_request(ca: CA, profile: Profile, hosts: list[str], sans: list[str], ips: list[str]) -> tuple[list[str], list[str]]:
-    """Validate every name against the name rules, the profile and the CA's constraints."""
+def normalize_request(ca: CA, profile: Profile, hosts: list[str], sans: list[str], ips: list[str], *,
+                      cap: bool = True) -> tuple[list[str], list[str]]:
+    """Validate every name against the name rules, the profile and the CA's constraints.
+    ``cap``: enforce leaf.max_sans (renewal of an already issued name list does not, so a
+    certificate issued before the cap existed keeps renewing)."""
     total = len(hosts) + len(sans) + len(ips)
-    if total > profile.max_sans:
+    if cap and total > profile.max_sans:
         raise UsageError(
             f"{total} names requested; profile {profile.name!r} allows at most {profile.max_sans} per certificate "
             "(leaf.max_sans); split the names over several certificates"

@@ -417,7 +417,8 @@ def _renew_each(store, ca, prof, due, res, idx, *, now, new_key, int_after, on_r
             else:
                 key_pem, key = _read_key(store, e)
             # the names come from the index: validate them like 'issue' does, before signing
-            dns, ips = camod.normalize_request(ca, profile, list(e.get("names", [])), [], list(e.get("ips", [])))
+            dns, ips = camod.normalize_request(ca, profile, list(e.get("names", [])), [], list(e.get("ips", [])),
+                                               cap=False)
             cert = camod.sign_leaf(ca, key.public_key(), dns=dns, ips=ips, days=days, profile=profile, now=now)
             issued = camod.commit_version(store, ca, name=e["name"], key_type=e["key_type"], key=key, cert=cert,
                                           profile=profile, source="renew", key_pem=key_pem, index=idx,
