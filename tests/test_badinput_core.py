@@ -210,7 +210,7 @@ CASES = [
     Case("init-bad-domain", ["init", "--domain", "exa_mple.org"], USAGE, "domain 'exa_mple.org'", store="none"),
     Case("init-empty-passphrase-env", ["init", "--domain", "example.org"], USAGE, "MAILCA_PASSPHRASE is set but empty",
          env={"MAILCA_PASSPHRASE": ""}, store="none"),
-    Case("init-short-passphrase", ["init", "--domain", "example.org"], USAGE, "use at least 8",
+    Case("init-short-passphrase", ["init", "--domain", "example.org"], USAGE, "use at least 12",
          env={"MAILCA_PASSPHRASE": "short"}, store="none"),
     Case("init-no-passphrase-source", ["init", "--domain", "example.org"], USAGE, "no terminal to prompt on",
          env={"MAILCA_PASSPHRASE": None}, store="none"),

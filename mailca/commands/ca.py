@@ -7,7 +7,7 @@ import click
 from .common import emit_json, get_store, json_option, passphrase_option, store_option
 
 
-@click.group("ca", short_help="CA maintenance: renew the intermediate CA.")
+@click.group("ca", short_help="CA maintenance: renew the intermediate CA, re-encrypt the root key.")
 def cli():
     """Maintenance of the CA itself (the root stays; its key is only needed here)."""
 
@@ -41,6 +41,14 @@ def renew_intermediate(store_dir, passphrase_file, days, dry_run, as_json):
     encrypted = load_castate(store).root_encrypted
     passphrase = keys.read_passphrase(passphrase_file, purpose="root CA key") if encrypted else None
     info = do_renew(store, passphrase, days=days, dry_run=dry_run)
+    if encrypted:
+        from ..lifecycle.rewrap import root_key_kdf
+
+        kdf = root_key_kdf(store)
+        if kdf.kdf != "pbkdf2" or (kdf.iterations or 0) < keys.WEAK_KDF_ITERATIONS:
+            from .common import warn
+
+            warn(f"the root key is protected by {kdf.describe()} only; upgrade it with 'mailca ca rewrap-key'")
     if dry_run:  # the real run signs another certificate (new serial, new signature): its 2 0 1 is unknown now
         info = info._replace(new=info.new._replace(tlsa_2_0_1=None))
     if as_json:
@@ -61,3 +69,43 @@ def renew_intermediate(store_dir, passphrase_file, days, dry_run, as_json):
     click.echo(f"  remove later:     {info.old.tlsa_2_0_1}")
     click.echo("Next: publish the new 2 0 1 record next to the old one and wait two TTLs; then deploy the new chain "
                "with 'mailca renew --all --force --deploy-hook \"postfix reload\"'; then remove the old 2 0 1 record.")
+
+
+@cli.command("rewrap-key", short_help="Re-encrypt the root key with the current KDF (and optionally a new passphrase).")
+@store_option
+@passphrase_option
+@click.option("--new-passphrase-file", type=click.Path(dir_okay=False), default=None,
+              help="Encrypt under the passphrase on the first line of FILE (default: keep the current one).")
+@json_option
+def rewrap_key(store_dir, passphrase_file, new_passphrase_file, as_json):
+    """Upgrade ca/root.key to PBKDF2-HMAC-SHA256 with 600,000 iterations (stores made by
+    older mailca versions use 2,048) and optionally change its passphrase.
+
+    The new file is verified to open and to match root.crt before it replaces the old one
+    (atomically); the old key is kept as ca/root.key.pre-rewrap until then.  A new
+    passphrase (or the kept one) must pass the passphrase policy.
+
+    \b
+    Examples:
+      mailca ca rewrap-key --passphrase-file /root/ca-pass
+      mailca ca rewrap-key --passphrase-file old-pass --new-passphrase-file new-pass
+    """
+    from ..core import keys
+    from ..lifecycle.rewrap import rewrap_root_key, root_key_kdf
+    from ..errors import UsageError
+
+    store = get_store(store_dir)
+    store.require_ca()
+    if root_key_kdf(store).kdf == "none":
+        raise UsageError(f"{store.ca_file('root.key')} is not encrypted (the CA was made with --no-root-passphrase); "
+                         "there is nothing to rewrap")
+    passphrase = keys.read_passphrase(passphrase_file, purpose="root CA key")
+    new = None
+    if new_passphrase_file:
+        new = keys.read_passphrase(new_passphrase_file, confirm=True, purpose="root CA key (new)")
+    info = rewrap_root_key(store, passphrase, new)
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"Re-encrypted {info['key']}: {info['after']} (was {info['before']})"
+               + ("; new passphrase set." if info["passphrase_changed"] else "; passphrase unchanged."))

@@ -50,7 +50,9 @@ def _queue_directory() -> str:
     exe = shutil.which("postconf")
     if exe:
         try:
-            r = subprocess.run([exe, "-h", "queue_directory"], capture_output=True, text=True, timeout=20)
+            from ..core.childenv import child_env
+
+            r = subprocess.run([exe, "-h", "queue_directory"], capture_output=True, text=True, timeout=20, env=child_env())
             if r.returncode == 0 and r.stdout.strip().startswith("/"):
                 return r.stdout.strip()
         except (OSError, subprocess.SubprocessError):

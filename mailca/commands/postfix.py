@@ -79,6 +79,10 @@ def cli(store_dir, host, profile, postfix_version, ports, fmt, write_dir, dane_t
     policy_dir = os.path.abspath(write_dir) if write_dir else (os.environ.get("MAIL_CONFIG") or "/etc/postfix")
     if write_dir and os.path.exists(write_dir) and not os.path.isdir(write_dir):
         raise UsageError(f"--write {write_dir!r} is a file; give a directory")
+    if write_dir:
+        from ..storage.outpaths import refuse_inside_store
+
+        refuse_inside_store(write_dir, store.path, "--write")
     cfg = pf.render(entries[0]["name"], version=version, profile=tls, certs=cert_files(store, entries),
                     root_path=store.ca_file("root.crt"), domains=domains, ports=port_list, dane_ta=dane_ta,
                     policy_dir=policy_dir)

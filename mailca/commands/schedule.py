@@ -43,6 +43,10 @@ def cli(store_dir, kind, write_dir, hooks, user, as_json):
         if not user or any(c.isspace() for c in user):
             raise UsageError(f"--user {user!r} is not a user name")
         files = {sch.CRON: sch.cron_line(argv, user=user)}
+    if write_dir:
+        from ..storage.outpaths import refuse_inside_store
+
+        refuse_inside_store(write_dir, store.path, "--write")
     written = sch.write_files(files, write_dir) if write_dir else []
     if as_json:
         emit_json({"kind": kind, "argv": argv, "files": files, "written": written})

@@ -70,12 +70,16 @@ def cli():
 @cert_option
 @click.option("--nss", is_flag=True, help="Also add it to the current user's NSS databases (Firefox, Thunderbird, Chromium).")
 @click.option("--no-system", is_flag=True, help="Leave the system store alone (use with --nss as a normal user).")
+@click.option("--allow-unconstrained", is_flag=True,
+              help="Install a root without name constraints (it could vouch for ANY site). Refused otherwise.")
 @json_option
-def install_cmd(store_dir, cert_file, nss, no_system, as_json):
+def install_cmd(store_dir, cert_file, nss, no_system, allow_unconstrained, as_json):
     """Install the root (idempotent: running it twice changes nothing the second time).
 
     The anchor file and NSS nickname are mailca-<org>-<first 8 hex of the
-    root's SHA-256>, so 'mailca trust uninstall' removes exactly this.
+    root's SHA-256>, so 'mailca trust uninstall' removes exactly this.  The root's
+    scope (the names its constraints permit) is shown; a root without name
+    constraints is refused unless --allow-unconstrained.
 
     \b
     Examples:
@@ -87,13 +91,14 @@ def install_cmd(store_dir, cert_file, nss, no_system, as_json):
 
     root = _root(store_dir, cert_file)
     _sudo_note(nss)
-    res = install(root, system=not no_system, nss=nss)
+    res = install(root, system=not no_system, nss=nss, allow_unconstrained=allow_unconstrained)
     if as_json:
         emit_json(res)
         return
     for w in res["warnings"]:
         warn(w)
     click.echo(f"{root.common_name} (SHA-256 {root.sha256})")
+    click.echo(f"  scope: {res['scope']['summary']}")
     for r in res["results"]:
         click.echo(f"  {'installed in' if r['changed'] else 'already in  '} {_where(r)}")
     if not res["changed"]:

@@ -19,7 +19,14 @@ __all__ = ["ser", "check_key_type", "generate", "key_type_of", "is_rsa", "spki_d
 KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072", "rsa-4096")
 DEFAULT_KEY_TYPE = "ecdsa-p256"
 PASSPHRASE_ENV = "MAILCA_PASSPHRASE"
-MIN_PASSPHRASE = 8
+MIN_PASSPHRASE = 12
+
+# Encrypted CA keys: PKCS#8 PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC.  cryptography's
+# BestAvailableEncryption uses 2,048 PBKDF2 rounds (~3,500 guesses/s/core); OWASP 2023
+# asks 600,000 for PBKDF2-SHA256.  scrypt N=2^17,r=8 needs 128 MiB, above OpenSSL 3's
+# 32 MiB PBE limit, so `openssl pkey` could not open it: PBKDF2 it is.
+KDF_ITERATIONS = 600_000
+WEAK_KDF_ITERATIONS = KDF_ITERATIONS  # below this a key is reported as needing 'mailca ca rewrap-key'
 
 
 def ser():
@@ -114,10 +121,17 @@ def spki_sha256(public_key) -> str:
     return hashlib.sha256(spki_der(public_key)).hexdigest()
 
 
-def private_pem(key, passphrase: bytes | None = None) -> bytes:
+def private_pem(key, passphrase: bytes | None = None, *, iterations: int = KDF_ITERATIONS) -> bytes:
+    """PKCS#8 PEM; with a passphrase an EncryptedPrivateKeyInfo using PBES2 /
+    PBKDF2-HMAC-SHA256 (``iterations`` rounds) / AES-256-CBC, which OpenSSL
+    (``openssl pkey -passin``) and cryptography both read."""
     s = ser()
-    enc = s.BestAvailableEncryption(passphrase) if passphrase else s.NoEncryption()
-    return key.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, enc)
+    if not passphrase:
+        return key.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption())
+    from . import pkcs8
+
+    plain_der = key.private_bytes(s.Encoding.DER, s.PrivateFormat.PKCS8, s.NoEncryption())
+    return pkcs8.encrypt_pem(plain_der, passphrase, iterations=iterations)
 
 
 def load_private_pem(data: bytes, path: str, passphrase: bytes | None = None):
@@ -173,6 +187,63 @@ def read_passphrase(passphrase_file: str | None, *, confirm: bool = False, purpo
             f"a passphrase for the {purpose} is needed: use --passphrase-file FILE or set {PASSPHRASE_ENV} "
             "(no terminal to prompt on)"
         )
-    if confirm and len(value) < MIN_PASSPHRASE:
-        raise UsageError(f"the passphrase is {len(value)} characters; use at least {MIN_PASSPHRASE}")
+    if confirm:
+        check_new_passphrase(value)
     return value.encode("utf-8")
+
+
+# ------------------------------------------------------------ passphrase policy
+# The most common passwords/base words of public breach lists (top entries), compared after
+# lower-casing and dropping everything but letters, so "Password2024!" counts as "password".
+_TOP_WORDS = frozenset("""
+password passw passwd pass qwerty qwertz azerty letmein welcome admin administrator root toor
+iloveyou monkey dragon football baseball soccer hockey sunshine princess master shadow superman
+batman trustno whatever changeme secret default login test testing guest hello freedom computer
+internet michael jennifer charlie jordan thomas daniel jessica ashley hunter killer pepper ginger
+summer winter spring autumn flower flowers money starwars pokemon matrix access mustang cheese
+chocolate cookie banana orange apple purple silver golden lovely loveme mylove angel angels
+blink tigger zaq qazwsx qwe asdf asdfgh zxcvbn abc abcd mailca postfix dovecot example server
+mail email letmeinplease welcomeback secretpassword rootpassword adminadmin
+""".split())
+_SEQUENCES = ("0123456789" * 3, "abcdefghijklmnopqrstuvwxyz" * 2, "qwertyuiopasdfghjklzxcvbnm",
+              "qwertzuiopasdfghjklyxcvbnm", "azertyuiopqsdfghjklmwxcvbn", "1qaz2wsx3edc4rfv5tgb6yhn7ujm")
+PASSPHRASE_ADVICE = (f"use at least {MIN_PASSPHRASE} characters that are not a common password, a keyboard or "
+                     "digit sequence or a repeated pattern, e.g. four random words ('correct horse battery "
+                     "staple' style) or the output of 'head -c 18 /dev/urandom | base64'")
+
+
+def _repeat_unit(s: str) -> str:
+    """The shortest unit u such that s is u repeated (possibly cut short): 'abcabcab' -> 'abc'."""
+    for n in range(1, len(s) // 2 + 1):
+        if all(s[i] == s[i % n] for i in range(len(s))):
+            return s[:n]
+    return s
+
+
+def passphrase_problem(value: str) -> str | None:
+    """Why ``value`` is too weak for a CA key, or None.  Never includes the value itself."""
+    if len(value) < MIN_PASSPHRASE:
+        return f"it is {len(value)} characters long"
+    if len(set(value)) == 1:
+        return "it is one character repeated"
+    if len(set(value)) < 5:
+        return f"it uses only {len(set(value))} different characters"
+    if value.isdigit():
+        return "it is all digits"
+    low = value.lower()
+    if len(_repeat_unit(low)) <= len(low) // 2:
+        return "it is a repeated pattern"
+    for seq in _SEQUENCES:
+        if low in seq or low in seq[::-1]:
+            return "it is a keyboard or alphabet/digit sequence"
+    letters = "".join(c for c in low if c.isalpha())
+    if letters and (letters in _TOP_WORDS or _repeat_unit(letters) in _TOP_WORDS):
+        return "it is built on one of the most common passwords"
+    return None
+
+
+def check_new_passphrase(value: str) -> None:
+    """The policy for every NEW passphrase (init, rewrap-key): refuse the obviously weak."""
+    why = passphrase_problem(value)
+    if why:
+        raise UsageError(f"the new passphrase is refused: {why}; {PASSPHRASE_ADVICE}")

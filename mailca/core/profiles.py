@@ -1,10 +1,16 @@
 """Certificate profiles: TOML files validated into a frozen :class:`Profile`.
 
-A profile is looked up as a file path (anything containing ``/`` or ending in ``.toml``)
-or by name among the packaged profiles (``mailca/profiles_data/NAME.toml``, the repository's
-top-level ``profiles/`` directory).  A user profile is merged over the packaged ``default``
+Profiles are data, not a search path: a bare NAME means a packaged profile
+(``mailca/profiles_data/NAME.toml``) and nothing else -- a file called ``dual`` in the
+current directory does not replace the packaged ``dual``.  A file must be given as a path
+(containing ``/`` or ending in ``.toml``: ``./site.toml``, ``/etc/mailca/site.toml``); its
+validated, merged content is snapshotted into the store when it is used (ca.json at
+``init``, ``ca/profiles/<digest>.json`` at ``issue``/``sign``), and renewal uses the
+snapshot, never the file again.  A user profile is merged over the packaged ``default``
 profile, so it only needs the keys it changes.  Unknown sections or keys, and values of
-the wrong type or range, are errors that name the key and the file.
+the wrong type or range, are errors that name the key and the file; subject fields obey
+the X.520 length limits and must be printable, a CRL URL must be an absolute ``http://``
+URL with an ASCII (A-label) host.
 
 ``validate_toml`` is the generic checker; other profile kinds (e.g. the TLS profiles of
 ``mailca postfix``) reuse it with their own schema.
@@ -78,6 +84,7 @@ CERT_SCHEMA: dict[str, dict] = {
         "allow_wildcard": _bool,
         "allow_ip": _bool,
         "backdate_minutes": _int_range(0, 1440),
+        "max_sans": _int_range(1, 1000),
     },
     "subject": {
         "organization": _str,
@@ -163,9 +170,14 @@ def read_packaged(name: str) -> dict:
     return _toml().loads(res.read_text(encoding="utf-8"))
 
 
+def is_path(name_or_path: str) -> bool:
+    """A profile argument names a file only when it looks like one (never by existing)."""
+    return "/" in name_or_path or name_or_path.endswith(".toml")
+
+
 def resolve(name_or_path: str, *, kind: str = "certificate", names: list[str] | None = None) -> tuple[str, dict]:
     """Return (display name, raw TOML dict) for a profile name or file path."""
-    if "/" in name_or_path or name_or_path.endswith(".toml") or os.path.exists(name_or_path):
+    if is_path(name_or_path):
         return str(Path(name_or_path)), read_toml(name_or_path)
     available = names if names is not None else packaged_names()
     if name_or_path not in available:
@@ -207,6 +219,59 @@ class Profile(NamedTuple):
     renew_fraction: float = 2 / 3
     intermediate_warn_days: int = 90
     raw: dict = {}
+    max_sans: int = 100
+    snapshot_id: str = ""  # set for a profile read from a file: the digest of its merged content
+
+
+MAX_SANS_DEFAULT = 100
+# X.520 upper bounds (RFC 5280 appendix A): ub-state-name/ub-locality-name 128,
+# ub-organization-name/ub-organizational-unit-name 64; countryName is 2 letters.
+SUBJECT_LIMITS = {"organization": 64, "organizational_unit": 64, "state": 128, "locality": 128}
+_URL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/?#[]@!$&'()*+,;=%")
+
+
+def snapshot_digest(merged: dict) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(merged, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def check_crl_url(url: str, source: str) -> str:
+    """An absolute http:// URL with an ASCII (A-label) host and no spaces or control
+    characters; returns it unchanged or raises UsageError naming the value."""
+    from urllib.parse import urlsplit
+
+    def bad(why: str):
+        return UsageError(f"profile {source}: 'crl.distribution_point' = {url!r} {why}; "
+                          "give an absolute http:// URL with an ASCII host, e.g. http://mail.example.org/ca.crl")
+
+    if len(url) > 1024:
+        raise bad("is longer than 1024 characters")
+    if not url.lower().startswith("http://"):
+        raise bad("is not an http:// URL (relying parties fetch CRLs over plain HTTP; https:// would need its own trust)")
+    odd = sorted({c for c in url if c not in _URL_CHARS})
+    if odd:
+        raise bad(f"contains {', '.join(repr(c) for c in odd[:3])} (non-ASCII hosts must be written as A-labels "
+                  "xn--..., other characters percent-encoded)")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise bad("is not a valid URL") from None
+    if parts.username is not None or parts.password is not None:
+        raise bad("carries a user name or password")
+    if not host:
+        raise bad("has no host")
+    from . import names as namesmod
+
+    if not namesmod.is_ip_literal(host):
+        try:
+            namesmod.normalize_dns_name(host, what="CRL host")
+        except UsageError:
+            raise bad(f"has an invalid host {host!r}") from None
+    return url
 
 
 def build_profile(name: str, data: dict, *, merged: bool = False) -> Profile:
@@ -238,12 +303,29 @@ def build_profile(name: str, data: dict, *, merged: bool = False) -> Profile:
             ipaddress.ip_network(r, strict=False)
         except ValueError:
             raise UsageError(f"profile {name}: 'ca.permitted_ip_ranges' entry {r!r} is not a CIDR range like 192.0.2.0/24") from None
-    country = merged.get("subject", {}).get("country", "")
-    if country and (len(country) != 2 or not country.isalpha()):
+        net = ipaddress.ip_network(r, strict=False)
+        if net.prefixlen == 0:
+            raise UsageError(f"profile {name}: 'ca.permitted_ip_ranges' entry {r!r} permits every address; "
+                             "list the specific ranges your servers use, like 192.0.2.0/24")
+    subj = merged.get("subject", {})
+    country = subj.get("country", "")
+    if country and (len(country) != 2 or not (country.isascii() and country.isalpha())):
         raise UsageError(f"profile {name}: 'subject.country' = {country!r} must be a two-letter ISO 3166 code like DE")
+    for field, limit in SUBJECT_LIMITS.items():
+        v = subj.get(field, "")
+        if not v:
+            continue
+        if len(v) > limit:
+            raise UsageError(f"profile {name}: 'subject.{field}' is {len(v)} characters; X.520 allows at most {limit}")
+        if not v.isprintable() or v != v.strip():
+            raise UsageError(f"profile {name}: 'subject.{field}' = {v!r} must be printable text without control "
+                             "characters, newlines or leading/trailing spaces")
+    desc = merged.get("profile", {}).get("description", "")
+    if len(desc) > 200 or not desc.isprintable():
+        raise UsageError(f"profile {name}: 'profile.description' must be at most 200 printable characters")
     url = crl.get("distribution_point", "")
-    if url and not url.startswith(("http://", "https://")):
-        raise UsageError(f"profile {name}: 'crl.distribution_point' = {url!r} must be an http:// URL")
+    if url:
+        check_crl_url(url, name)
     if leaf["days"] > ca["intermediate_days"]:
         raise UsageError(f"profile {name}: 'leaf.days' ({leaf['days']}) exceeds 'ca.intermediate_days' ({ca['intermediate_days']})")
     return Profile(
@@ -264,9 +346,25 @@ def build_profile(name: str, data: dict, *, merged: bool = False) -> Profile:
         renew_fraction=float(renew.get("fraction", 2 / 3)),
         intermediate_warn_days=renew.get("intermediate_warn_days", 90),
         raw=merged,
+        max_sans=leaf.get("max_sans", MAX_SANS_DEFAULT),
     )
 
 
 def load_profile(name_or_path: str | None) -> Profile:
+    """A packaged profile by NAME, or a file given as a path.  A file profile gets a
+    ``snapshot_id`` and the name ``PATH@DIGEST``, so that what was approved can be stored
+    and found again (renewal never re-reads the file)."""
     name, data = resolve(name_or_path or "default")
-    return build_profile(name, data)
+    prof = build_profile(name, data)
+    if is_path(name_or_path or "default"):
+        digest = snapshot_digest(prof.raw)
+        prof = prof._replace(name=f"{name}@{digest}", snapshot_id=digest)
+    return prof
+
+
+def snapshot_id_of(profile_name: str) -> str | None:
+    """The digest in a snapshotted profile name ``PATH@DIGEST``, else None."""
+    import re
+
+    m = re.search(r"@([0-9a-f]{16})$", profile_name or "")
+    return m.group(1) if m else None

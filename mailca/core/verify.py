@@ -96,12 +96,27 @@ def verify_server_chain(leaf: x509.Certificate, intermediates: list[x509.Certifi
                         names: list[str], *, now: _dt.datetime | None = None) -> None:
     """Path-validate ``leaf`` to ``root`` for every name in ``names`` (serverAuth policy).
 
-    Raises VerificationError naming the first name that fails."""
+    Raises VerificationError naming the first name that fails.
+
+    One full path validation costs time linear in the leaf's SANs (the verifier checks
+    every SAN against the name constraints), so validating once per name was quadratic
+    (8,000 SANs: 47 s).  The chain, signatures, validity, EKU and the name constraints of
+    *every* SAN are proven by one validation per kind of name (first plain DNS name, first
+    wildcard, first IP); each other name is then checked to be in the leaf's SAN exactly,
+    which is what the verifier's hostname match would establish for it."""
     from cryptography.x509.verification import PolicyBuilder, Store, VerificationError as VErr
 
     when = now or _dt.datetime.now(_dt.timezone.utc)
     builder = PolicyBuilder().store(Store([root])).time(when)
+    san_dns, san_ips = _san_sets(leaf)
+    validated_kinds: set[str] = set()
     for name in names:
+        kind = _kind(name)
+        if kind in validated_kinds:
+            if not _in_san(name, kind, san_dns, san_ips):
+                raise VerificationError(f"certificate for {name} does not carry {name} in its SAN; nothing was written")
+            continue
+        validated_kinds.add(kind)
         try:
             verifier = builder.build_server_verifier(_subject_for(name))
             verifier.verify(leaf, intermediates)
@@ -111,6 +126,29 @@ def verify_server_chain(leaf: x509.Certificate, intermediates: list[x509.Certifi
             ) from None
         except ValueError as exc:
             raise VerificationError(f"cannot verify {name}: {exc}; nothing was written") from None
+
+
+def _kind(name: str) -> str:
+    try:
+        ipaddress.ip_address(name)
+        return "ip"
+    except ValueError:
+        return "wildcard" if name.startswith("*.") else "dns"
+
+
+def _san_sets(leaf: x509.Certificate) -> tuple[set[str], set]:
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set(), set()
+    return ({n.lower() for n in san.get_values_for_type(x509.DNSName)},
+            set(san.get_values_for_type(x509.IPAddress)))
+
+
+def _in_san(name: str, kind: str, san_dns: set[str], san_ips: set) -> bool:
+    if kind == "ip":
+        return ipaddress.ip_address(name) in san_ips
+    return name.lower() in san_dns
 
 
 def verify_ca_pair(intermediate: x509.Certificate, root: x509.Certificate) -> None:

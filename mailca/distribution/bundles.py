@@ -495,10 +495,9 @@ def write_bundle(bundle: Bundle, out: Path) -> dict:
     never links to a file that is not there yet)."""
     from ..storage.store import atomic_write
 
-    try:
-        os.makedirs(out, mode=0o755, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create --out {out}: {exc.strerror}") from None
+    from ..storage.outpaths import make_public_dirs
+
+    make_public_dirs(out)  # every missing level 0755, whatever the umask
     written = {}
     for name, data in bundle.files.items():
         p = out / name

@@ -25,6 +25,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.childenv import child_env
 from ..errors import StoreError, UsageError
 
 __all__ = ["Root", "root_from_cert", "load_root_file", "status", "install", "uninstall"]
@@ -142,7 +143,8 @@ def _run_update(store: SystemStore, *, removal: bool = False) -> None:
     if exe is None:
         raise StoreError(f"{argv[0]} is not installed; install the ca-certificates package")
     try:
-        r = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=TIMEOUT)
+        r = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=TIMEOUT, env=child_env(),
+                           stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise StoreError(f"cannot run {' '.join(argv)}: {exc}") from None
     if r.returncode != 0:
@@ -262,7 +264,7 @@ def certutil_path(required: bool) -> str | None:
 def _certutil(exe: str, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess:
     try:
         return subprocess.run([exe, *args], input=input if input is not None else b"", capture_output=True,
-                              timeout=TIMEOUT)
+                              timeout=TIMEOUT, env=child_env())
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise StoreError(f"cannot run certutil {args[0]}: {exc}") from None
 
@@ -345,8 +347,33 @@ def status(root: Root, *, nss: bool = True) -> dict:
     }
 
 
-def install(root: Root, *, system: bool = True, nss: bool = False) -> dict:
-    """Validate everything first (store found, writable, certutil present), then change."""
+def scope_of(root: Root):
+    """The root's name constraints (bundles.Scope), read from the certificate itself."""
+    from .bundles import root_scope
+
+    return root_scope(root.cert)
+
+
+def unconstrained_reason(scope) -> str | None:
+    """Why a root could vouch for names beyond a private domain list, or None.
+    (RFC 5280: permitted subtrees restrict only the name types they list.)"""
+    if not scope.constrained:
+        return "it has no name constraints, so it can vouch for ANY host name and IP address (your bank's too)"
+    if not scope.dns:
+        return "its name constraints permit no DNS subtree, so it can vouch for ANY host name"
+    if not scope.ip_ranges and not scope.no_ip:
+        return "its name constraints neither permit IP ranges nor exclude 0.0.0.0/0 and ::/0, so it can vouch for ANY IP address"
+    return None
+
+
+def install(root: Root, *, system: bool = True, nss: bool = False, allow_unconstrained: bool = False) -> dict:
+    """Validate everything first (scope, store found, writable, certutil present), then change."""
+    scope = scope_of(root)
+    why = unconstrained_reason(scope)
+    if why and not allow_unconstrained:
+        raise UsageError(f"refusing to trust {root.common_name!r} (SHA-256 {root.sha256}): {why}; "
+                         "mailca roots are limited to your mail domains - if you really mean to trust this one "
+                         "for everything, add --allow-unconstrained")
     if not system and not nss:
         raise UsageError("--no-system without --nss leaves nothing to do; add --nss")
     sysstore = detect_system_store() if system else None
@@ -369,8 +396,10 @@ def install(root: Root, *, system: bool = True, nss: bool = False) -> dict:
     warnings = []
     if nss and not dbs:
         warnings.append("no NSS database found for this user (start Firefox, Thunderbird or Chromium once, then re-run with --nss)")
-    return {"root": root.as_dict(), "results": results, "changed": any(r["changed"] for r in results),
-            "warnings": warnings}
+    if why:
+        warnings.append(f"{root.common_name} is trusted without limits: {why}")
+    return {"root": root.as_dict(), "scope": scope.as_dict(), "results": results,
+            "changed": any(r["changed"] for r in results), "warnings": warnings}
 
 
 def uninstall(root: Root, *, system: bool = True, nss: bool = True) -> dict:

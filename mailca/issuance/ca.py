@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..core import builders, certinfo, keys, names as namesmod, verify
 from ..errors import StoreError, UsageError
-from ..core.profiles import Profile, load_profile
+from ..core.profiles import Profile, build_profile, load_profile, snapshot_id_of
 from ..storage.castate import CA_META, CAState, load_castate, write_castate
 from ..storage.index import Index
 from ..storage.store import Store
@@ -242,9 +242,19 @@ class Issued:
         }
 
 
-def normalize_request(ca: CA, profile: Profile, hosts: list[str], sans: list[str], ips: list[str]) -> tuple[list[str], list[str]]:
-    """Validate every name against the name rules, the profile and the CA's constraints."""
+def normalize_request(ca: CA, profile: Profile, hosts: list[str], sans: list[str], ips: list[str], *,
+                      cap: bool = True) -> tuple[list[str], list[str]]:
+    """Validate every name against the name rules, the profile and the CA's constraints.
+    ``cap``: enforce leaf.max_sans (renewal of an already issued name list does not, so a
+    certificate issued before the cap existed keeps renewing)."""
+    total = len(hosts) + len(sans) + len(ips)
+    if cap and total > profile.max_sans:
+        raise UsageError(
+            f"{total} names requested; profile {profile.name!r} allows at most {profile.max_sans} per certificate "
+            "(leaf.max_sans); split the names over several certificates"
+        )
     dns: list[str] = []
+    seen: set[str] = set()  # a list membership test here made signing quadratic in the names
     for raw in list(hosts) + list(sans):
         n = namesmod.normalize_dns_name(raw, allow_wildcard=profile.allow_wildcard)
         if not namesmod.within(n, ca.domains):
@@ -252,7 +262,8 @@ def normalize_request(ca: CA, profile: Profile, hosts: list[str], sans: list[str
                 f"name {raw!r} is outside this CA's permitted domains ({', '.join(ca.domains)}); "
                 "the name constraints would make every client reject it"
             )
-        if n not in dns:
+        if n not in seen:
+            seen.add(n)
             dns.append(n)
     if not dns:
         raise UsageError("no host name given: name at least one, e.g. 'mailca issue mail.example.org'")
@@ -339,7 +350,55 @@ def resolve_key_types(profile: Profile, requested: list[str]) -> list[str]:
 
 
 def profile_for(ca: CA, profile_name: str | None) -> Profile:
+    """The profile the user asked for (``--profile``): the CA's own by default."""
     return ca.profile if profile_name is None else load_profile(profile_name)
+
+
+PROFILE_SNAPSHOTS = "profiles"  # ca/profiles/<digest>.json: file profiles as approved at issue/sign
+
+
+def _snapshot_path(store: Store, digest: str) -> Path:
+    return store.ca_dir / PROFILE_SNAPSHOTS / f"{digest}.json"
+
+
+def snapshot_profile(store: Store, profile: Profile) -> None:
+    """Keep a file profile's validated content in the store (under the lock), so that a
+    renewal uses what was approved, not whatever the file says later."""
+    if not profile.snapshot_id:
+        return
+    path = _snapshot_path(store, profile.snapshot_id)
+    if path.exists():
+        return
+    from ..storage.store import ensure_dir
+
+    ensure_dir(path.parent, durable=True)
+    doc = {"name": profile.name, "profile_data": profile.raw}
+    store.write_file(path, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+
+
+def recorded_profile(ca: CA, profile_name: str | None) -> Profile:
+    """The profile an index entry was issued with, for renewal: the CA's own, a packaged
+    one by name, or the snapshot a file profile left in the store.  Never reads a file
+    outside the store: an entry whose snapshot is missing renews with the CA's profile."""
+    from ..core.profiles import packaged_names
+
+    if not profile_name or profile_name == ca.profile.name:
+        return ca.profile
+    digest = snapshot_id_of(profile_name)
+    if digest:
+        try:
+            doc = json.loads(_snapshot_path(ca.store, digest).read_text())
+            if not isinstance(doc, dict) or not isinstance(doc.get("profile_data"), dict):
+                raise ValueError("not a profile snapshot")
+        except FileNotFoundError:
+            return ca.profile
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"profile snapshot {_snapshot_path(ca.store, digest)} is corrupt ({exc}); "
+                             "restore it from a backup") from None
+        return build_profile(profile_name, doc["profile_data"], merged=True)._replace(snapshot_id=digest)
+    if profile_name in packaged_names():
+        return load_profile(profile_name)
+    return ca.profile
 
 
 def commit_version(store: Store, ca: CA, *, name: str, key_type: str, key, cert, profile: Profile, source: str,
@@ -353,6 +412,7 @@ def commit_version(store: Store, ca: CA, *, name: str, key_type: str, key, cert,
     files["meta.json"] = ((json.dumps(meta, sort_keys=True) + "\n").encode(), False)
     # Read the index before the first write: a corrupt index must stop us with nothing written.
     idx = index if index is not None else Index.load(store)
+    snapshot_profile(store, profile)
     version, vdir = store.write_version(name, key_type, files, durable=durable)
     entry = certinfo.index_entry(cert, name=name, key_type=key_type, path=store.relpath(vdir), version=version,
                                  profile=profile.name, source=source)
@@ -403,49 +463,101 @@ def issue(store: Store, req: IssueRequest, *, now: _dt.datetime | None = None, c
 
 
 # --------------------------------------------------------------------- sign
+MAX_CSR_BYTES = 64 * 1024
+
+
+def _csr_error(path: str, what: str) -> UsageError:
+    return UsageError(f"CSR {path!r} {what}; make a new CSR (e.g. 'openssl req -new -sha256 -key KEY -subj /CN=HOST')")
+
+
 def load_csr(path: str):
+    """Read one PKCS#10 request (PEM with exactly one block, or DER) and check it is
+    well-formed, version 1, self-signed with a SHA-2 family hash.  A CSR is hostile input:
+    every failure is a one-line UsageError."""
     from cryptography import x509
 
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            data = fh.read(MAX_CSR_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"cannot read CSR {path!r}: {exc.strerror}") from None
+    if len(data) > MAX_CSR_BYTES:
+        raise _csr_error(path, f"is larger than {MAX_CSR_BYTES // 1024} KiB")
+    if b"-----BEGIN" in data:
+        blocks = data.count(b"-----BEGIN")
+        if blocks != 1:
+            raise _csr_error(path, f"holds {blocks} PEM blocks; give exactly one CERTIFICATE REQUEST "
+                                   "(a trailing block would be silently ignored)")
+        label = data.split(b"-----BEGIN ", 1)[1].split(b"-----", 1)[0]
+        if label not in (b"CERTIFICATE REQUEST", b"NEW CERTIFICATE REQUEST"):
+            raise _csr_error(path, f"is a PEM {label[:40].decode('ascii', 'replace')!r} block, not a CERTIFICATE REQUEST")
     try:
         csr = x509.load_pem_x509_csr(data) if b"-----BEGIN" in data else x509.load_der_x509_csr(data)
-    except ValueError:
+    except x509.InvalidVersion as exc:
+        raise _csr_error(path, f"has version {exc.parsed_version + 1}; only version 1 (0) exists") from None
+    except (ValueError, TypeError):
         raise UsageError(f"{path!r} is not a PEM or DER certificate signing request (PKCS#10)") from None
-    if not csr.is_signature_valid:
+    try:
+        alg = csr.signature_hash_algorithm
+    except Exception:  # UnsupportedAlgorithm and friends: hostile input
+        raise _csr_error(path, "is signed with an unsupported algorithm") from None
+    # None: Ed25519/Ed448 sign without a separate hash; their key type is refused later, with reasons
+    if alg is not None and alg.name not in ("sha256", "sha384", "sha512"):
+        if alg.name == "sha1":
+            raise _csr_error(path, "is signed with SHA-1; make a new CSR with SHA-256")
+        raise _csr_error(path, f"is signed with {alg.name.upper()}; make a new CSR with SHA-256")
+    try:
+        valid = csr.is_signature_valid
+    except Exception:
+        valid = False
+    if not valid:
         raise UsageError(f"CSR {path!r} has a bad signature: it was altered or not signed by its own key")
     return csr
+
+
+def csr_names(csr, path: str) -> tuple[list[str], list[str]]:
+    """(DNS names incl. the CN, IP addresses) a CSR asks for; hostile encodings (bad UTF-8,
+    8-bit IA5, non-string CN values, malformed extensions) become one-line errors."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    names: list[str] = []
+    ips: list[str] = []
+    try:
+        try:
+            san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            names += san.get_values_for_type(x509.DNSName)
+            ips += [str(i) for i in san.get_values_for_type(x509.IPAddress)]
+        except x509.ExtensionNotFound:
+            pass
+        cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except x509.DuplicateExtension as exc:
+        raise _csr_error(path, f"has a duplicate extension ({exc.oid.dotted_string})") from None
+    except Exception as exc:  # ValueError, UnicodeError, UnsupportedGeneralNameType ...: hostile bytes
+        raise _csr_error(path, f"has a malformed subject or extension ({type(exc).__name__})") from None
+    for attr in cns:
+        value = attr.value
+        if not isinstance(value, str):
+            raise _csr_error(path, "has a commonName that is not a text string")
+        if value not in names:
+            names.insert(0, value)
+    return names, ips
 
 
 def sign_csr(store: Store, csr_path: str, *, extra_sans: list[str], ips: list[str], days: int | None,
              profile_name: str | None, now: _dt.datetime | None = None, replace: bool = False) -> Issued:
     """Sign a CSR made on the mail server: only its public key and names are used."""
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
     csr = load_csr(csr_path)
     ca = load_ca(store)
     profile = profile_for(ca, profile_name)
-    pub = csr.public_key()
+    try:
+        pub = csr.public_key()
+    except Exception:  # unsupported curve/algorithm in hostile bytes
+        raise _csr_error(csr_path, "has a public key of an unsupported type; use ECDSA P-256/P-384 or RSA") from None
     kt = keys.key_type_of(pub)
     if kt not in profile.allowed_key_types:
         raise UsageError(f"the CSR's key type {kt} is not allowed by profile {profile.name!r}; allowed: {', '.join(profile.allowed_key_types)}")
-    names: list[str] = []
-    csr_ips: list[str] = []
-    try:
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names += san.get_values_for_type(x509.DNSName)
-        csr_ips += [str(i) for i in san.get_values_for_type(x509.IPAddress)]
-    except x509.ExtensionNotFound:
-        pass
-    except (ValueError, x509.DuplicateExtension) as exc:
-        raise UsageError(f"CSR {csr_path!r} has a malformed extension ({exc}); make a new CSR") from None
-    for attr in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
-        if attr.value not in names:
-            names.insert(0, attr.value)
+    names, csr_ips = csr_names(csr, csr_path)
     dns, addrs = normalize_request(ca, profile, names, extra_sans, csr_ips + list(ips))
     days = resolve_days(profile, days)
     now = now or certinfo.utcnow()
@@ -469,6 +581,7 @@ def commit_csr_version(store: Store, ca: CA, name: str, kt: str, cert, profile: 
         "meta.json": ((json.dumps({"name": name, "key_type": kt, "profile": profile.name, "source": "csr"}) + "\n").encode(), False),
     }
     idx = Index.load(store)  # before the first write: a corrupt index must stop us with nothing written
+    snapshot_profile(store, profile)
     version, vdir = store.write_version(name, kt, files)
     entry = certinfo.index_entry(cert, name=name, key_type=kt, path=store.relpath(vdir), version=version,
                                  profile=profile.name, source="csr")

@@ -645,6 +645,10 @@ def generate(store, *, out: str | None = None, out_format: str | None = None,
 
     out_path = check_out_path(out) if out is not None else None
     if out_path is not None:
+        from ..storage.outpaths import refuse_inside_store
+
+        refuse_inside_store(out_path, store.path, "--out")
+    if out_path is not None:
         out_format_for(out_path, out_format)
     elif out_format is not None:
         raise UsageError("--format only applies to --out FILE; the store always gets both PEM and DER")

@@ -170,7 +170,9 @@ def parse_hooks(cmds: list[str]) -> list[Hook]:
 
 
 def hook_env(store, renewed: list[dict]) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "MAILCA_PASSPHRASE"}  # hooks never see the passphrase
+    from ..core.childenv import child_env
+
+    env = child_env()  # hooks never see the passphrase
     names: list[str] = []
     for r in renewed:
         for n in r["names"]:
@@ -384,10 +386,8 @@ def _renew_each(store, ca, prof, due, res, idx, *, now, new_key, int_after, on_r
             profile = prof
             pname = e.get("profile")
             if pname and pname != prof.name:
-                try:
-                    profile = camod.profile_for(ca, pname)
-                except MailcaError:
-                    profile = prof
+                # the profile as approved at issue (a snapshot in the store), never a file re-read
+                profile = camod.recorded_profile(ca, pname)
             days = min(_lifetime_days(e, profile.backdate_minutes), profile.leaf_days)
             room = int((int_after - now).total_seconds() // 86400)
             if room < 1:
@@ -400,7 +400,8 @@ def _renew_each(store, ca, prof, due, res, idx, *, now, new_key, int_after, on_r
             else:
                 key_pem, key = _read_key(store, e)
             # the names come from the index: validate them like 'issue' does, before signing
-            dns, ips = camod.normalize_request(ca, profile, list(e.get("names", [])), [], list(e.get("ips", [])))
+            dns, ips = camod.normalize_request(ca, profile, list(e.get("names", [])), [], list(e.get("ips", [])),
+                                               cap=False)
             cert = camod.sign_leaf(ca, key.public_key(), dns=dns, ips=ips, days=days, profile=profile, now=now)
             issued = camod.commit_version(store, ca, name=e["name"], key_type=e["key_type"], key=key, cert=cert,
                                           profile=profile, source="renew", key_pem=key_pem, index=idx,

@@ -56,7 +56,10 @@ def _clean(text: str, limit: int = 300) -> str:
 
 def _run(argv: list[str], timeout: float = TOOL_TIMEOUT) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        from ..core.childenv import child_env
+
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                              env=child_env())  # postconf/postfix/doveconf never see MAILCA_PASSPHRASE
     except FileNotFoundError:
         raise UsageError(f"{argv[0]} is not installed (needed to read or change the live configuration)") from None
     except subprocess.TimeoutExpired:

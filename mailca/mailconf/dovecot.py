@@ -39,7 +39,10 @@ def detect_version() -> str | None:
     if exe is None:
         return None
     try:
-        r = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20)
+        from ..core.childenv import child_env
+
+        r = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20, env=child_env(),
+                           stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError):
         return None
     return r.stdout.strip() or None if r.returncode == 0 else None
