@@ -36,12 +36,7 @@ def renew_intermediate(store_dir, passphrase_file, days, dry_run, as_json):
 
     store = get_store(store_dir)
     store.require_ca()
-    import json as _json
-
-    try:
-        encrypted = bool(_json.loads(store.ca_file("ca.json").read_text()).get("root_encrypted", True))
-    except (OSError, ValueError):
-        encrypted = True
+    encrypted = bool(store.read_ca_meta().get("root_encrypted", True))
     passphrase = keys.read_passphrase(passphrase_file, purpose="root CA key") if encrypted else None
     info = do_renew(store, passphrase, days=days, dry_run=dry_run)
     if as_json:

@@ -77,14 +77,7 @@ def _load_cert(path: Path):
 
 def load_ca(store: Store) -> CA:
     store.require_ca()
-    try:
-        meta = json.loads(store.ca_file(CA_META).read_text())
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-        if not isinstance(meta.get("domains"), list) or not meta["domains"]:
-            raise ValueError("no domains")
-    except (ValueError, OSError) as exc:
-        raise StoreError(f"{store.ca_file(CA_META)} is corrupt ({exc}); restore it from a backup") from None
+    meta = store.read_ca_meta()
     return CA(store, meta, _load_cert(store.ca_file("root.crt")), _load_cert(store.ca_file("intermediate.crt")))
 
 
@@ -175,9 +168,7 @@ def init_ca(store: Store, *, domains: list[str], org: str, profile: Profile, pas
     }
     with store.lock():
         _refuse_existing_ca(store)
-        from ..storage.store import ensure_dir
-
-        ensure_dir(store.ca_dir, durable=True)
+        store.ensure_dir(store.ca_dir, durable=True)
         store.write_file(store.ca_file("root.key"), keys.private_pem(root_key, passphrase), private=True)
         store.write_file(store.ca_file("intermediate.key"), keys.private_pem(int_key), private=True)
         store.write_file(store.ca_file("root.crt"), root.public_bytes(pem))

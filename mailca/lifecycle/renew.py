@@ -244,17 +244,9 @@ def load_policy(store, days_before: int | None) -> tuple[Policy, dict]:
     """The renewal policy from the CA's profile (ca.json), read without loading any certificate."""
     from ..core.profiles import build_profile
 
-    try:
-        meta = json.loads(store.ca_file("ca.json").read_text())
-    except FileNotFoundError:
+    if not store.ca_file("ca.json").exists():
         store.require_ca()
-        raise StoreError(f"{store.ca_file('ca.json')} is missing; restore it from a backup") from None
-    except PermissionError:
-        raise StoreError(f"cannot read {store.ca_file('ca.json')}: permission denied (run as the store's owner)") from None
-    except (ValueError, OSError) as exc:
-        raise StoreError(f"{store.ca_file('ca.json')} is corrupt ({exc}); restore it from a backup") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("profile_data", {}), dict):
-        raise StoreError(f"{store.ca_file('ca.json')} is corrupt (not a JSON object with a profile); restore it from a backup")
+    meta = store.read_ca_meta()
     data = meta.get("profile_data")
     if data:
         prof = build_profile(meta.get("profile", "default"), data, merged=True)
@@ -315,12 +307,14 @@ def select_due(entries: list[dict], now: _dt.datetime, policy: Policy, *, names:
 def _read_key(store, entry: dict):
     """The lineage's private key bytes and object from its current version (what live/ points at)."""
     from ..core import keys
+    from ..storage import fsguard
 
     vdir = store.version_path(entry)
     live_key = store.live_dir(entry["name"], entry["key_type"]) / "key.pem"
     for p in (live_key, vdir / "key.pem"):
         try:
-            pem = p.read_bytes()
+            fsguard.check_components(store.path, p, allow_live=True)  # live -> archive/NNNN only
+            pem = fsguard.read_bytes(p, limit=1 << 20)
         except FileNotFoundError:
             continue
         except PermissionError:
@@ -556,13 +550,11 @@ def renew_intermediate(store, passphrase: bytes | None, *, days: int | None = No
     if dry_run:
         return info
     with store.lock():
-        from ..storage.store import ensure_dir
-
         cur = store.ca_file("intermediate.crt").read_bytes()
         if cur != old.public_bytes(pem):
             raise StoreError("intermediate.crt changed while renewing (another mailca running?); run the command again")
         archive = store.ca_dir / "archive"
-        ensure_dir(archive, durable=True)
+        store.ensure_dir(archive, durable=True)
         store.write_file(archive / f"intermediate-{format(old.serial_number, 'x')}.crt", cur)
         store.write_file(store.ca_file("intermediate.crt"), new.public_bytes(pem))
         info["old"]["archived_as"] = str(archive / f"intermediate-{format(old.serial_number, 'x')}.crt")
