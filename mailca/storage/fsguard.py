@@ -104,7 +104,7 @@ def check_store(root) -> bool:
     root = Path(root)
     try:
         st = os.stat(root)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         _check_ancestors_of_missing(root)
         return False
     except OSError as exc:
@@ -143,6 +143,8 @@ def _check_ancestors_of_missing(root: Path) -> None:
         st = os.stat(p)
     except OSError:
         return
+    if not stat.S_ISDIR(st.st_mode):
+        return  # a file where a directory should be: creating the store reports it
     problem = problem_of_dir(p, st, inside=False)
     if problem:
         raise StoreError(f"refusing to create the store {root}: {problem}")
