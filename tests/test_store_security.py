@@ -503,3 +503,28 @@ def test_corrupt_dane_state_one_line_error(pristine, tmp_path, content):
     assert r.returncode == 0, r.stderr
     (lineage(store) / "next.json").write_bytes(content)
     assert_refused(mailca(store, "dane", "mail.example.org"), "next.json", "corrupt")
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe", b"[" * 1000, b"zz\tx\n", b"f" * 5000 + b"\t2026-01-01T00:00:00Z\t"])
+def test_corrupt_revocation_journal_one_line_error(pristine, tmp_path, content):
+    store = copy_store(pristine, tmp_path)
+    assert mailca(store, "issue", "mx.example.org").returncode == 0
+    assert mailca(store, "revoke", "mail.example.org").returncode == 0
+    (store / "crl" / "revocations.tsv").write_bytes(content)
+    before = snapshot(store)
+    for args in (("crl",), ("revoke", "mx.example.org")):
+        assert_refused(mailca(store, *args), "revocations.tsv")
+    assert snapshot(store) == before
+
+
+def test_doctor_prints_no_control_characters_from_file_names(base):
+    """A file name chosen by whoever could write the store must not drive the terminal."""
+    store = new_store(base)
+    evil = lineage(store) / "\x1b]0;pwned\x07\x1b[2J"
+    os.symlink("/etc/passwd", evil)
+    r = mailca(store, "doctor")
+    assert r.returncode == 5
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout
+    assert "\\x1b]0;pwned\\x07" in r.stdout
+    j = json.loads(mailca(store, "doctor", "--json").stdout)
+    assert any(f["path"] == str(evil) for f in j["findings"])  # JSON keeps the original

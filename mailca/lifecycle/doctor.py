@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import time
 from dataclasses import asdict, dataclass
@@ -41,6 +42,13 @@ PRIVATE_FILES = ("key.pem", "keyfullchain.pem", "keyfullchain-root.pem")
 REQUIRED_FIELDS = ("serial", "name", "key_type", "not_before", "not_after", "path", "version")
 
 
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def _printable(s: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", s)
+
+
 @dataclass(frozen=True)
 class Finding:
     level: str  # error | pending | warning
@@ -49,7 +57,9 @@ class Finding:
     fix: str
 
     def line(self) -> str:
-        return f"{self.level.upper():<8} {self.path}: {self.problem}\n         fix: {self.fix}"
+        # paths and link targets come from the file system (anyone who could write there chose
+        # them): no control character reaches the terminal; --json keeps the original
+        return _printable(f"{self.level.upper():<8} {self.path}: {self.problem}\n         fix: {self.fix}")
 
 
 class Doctor:
