@@ -183,9 +183,7 @@ def init_ca(store: Store, *, domains: list[str], org: str, profile: Profile, pas
     }
     with store.lock():
         refuse_existing_ca(store)
-        from ..storage.store import ensure_dir
-
-        ensure_dir(store.ca_dir, durable=True)
+        store.ensure_dir(store.ca_dir, durable=True)
         store.write_file(store.ca_file("root.key"), keys.private_pem(root_key, passphrase), private=True)
         store.write_file(store.ca_file("intermediate.key"), keys.private_pem(int_key), private=True)
         store.write_file(store.ca_file("root.crt"), root.public_bytes(pem))
@@ -369,9 +367,7 @@ def snapshot_profile(store: Store, profile: Profile) -> None:
     path = _snapshot_path(store, profile.snapshot_id)
     if path.exists():
         return
-    from ..storage.store import ensure_dir
-
-    ensure_dir(path.parent, durable=True)
+    store.ensure_dir(path.parent, durable=True)
     doc = {"name": profile.name, "profile_data": profile.raw}
     store.write_file(path, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
 

@@ -248,14 +248,12 @@ def state_path(store) -> Path:
 
 def read_state(store) -> dict:
     p = state_path(store)
+    fix = f"delete it and mailca continues numbering after the CRL in {crl_dir(store)}"
     try:
-        raw = p.read_bytes()
+        data = store.read_json(p, fix=fix)
     except FileNotFoundError:
         return {}
-    except OSError as exc:
-        raise StoreError(f"cannot read {p}: {exc.strerror}") from None
     try:
-        data = json.loads(raw)
         if not isinstance(data, dict) or not isinstance(data.get("crl_number"), int) or data["crl_number"] < 0:
             raise ValueError("no non-negative integer 'crl_number'")
     except ValueError as exc:
@@ -379,12 +377,13 @@ def _journal_error(store, text: str) -> StoreError:
 def _read_journal_bytes(store) -> bytes | None:
     """The revocation journal's bytes; None if there is none."""
     p = journal_path(store)
+    from ..storage import fsguard
+
     try:
-        return p.read_bytes()
+        fsguard.check_components(store.path, p)
+        return fsguard.read_bytes(p)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise StoreError(f"cannot read {p}: {exc.strerror}") from None
 
 
 def _read_journal_text(store) -> str | None:
@@ -490,9 +489,7 @@ def encode_journal(journal: dict[int, dict]) -> bytes:
 
 
 def write_journal(store, journal: dict[int, dict]) -> None:
-    from ..storage.store import ensure_dir
-
-    ensure_dir(crl_dir(store), durable=True)
+    store.ensure_dir(crl_dir(store), durable=True)
     store.write_file(journal_path(store), encode_journal(journal), private=True)
 
 
@@ -568,7 +565,6 @@ def write_crl_locked(store, ca, *, now: _dt.datetime | None = None, entries=None
     ``entries``: (serial, DER Time, reason code) for every revoked certificate; by default
     read from the revocation journal (created from index.json if the store has none)."""
     from ..core.builders import signature_hash
-    from ..storage.store import ensure_dir
 
     store.require_lock()
     now = now or certinfo.utcnow()
@@ -595,7 +591,7 @@ def write_crl_locked(store, ca, *, now: _dt.datetime | None = None, entries=None
     _check_signature(der, ca.intermediate.public_key(), signature_hash(key))
     pem = der_to_pem(der)
     d = crl_dir(store)
-    ensure_dir(d, durable=True)
+    store.ensure_dir(d, durable=True)
     clean_temp_files(store)
     state = {
         "crl_number": number,

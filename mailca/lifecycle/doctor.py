@@ -11,8 +11,15 @@ Findings come in three levels:
   command that takes the lock, or ``doctor --fix``, rolls the operation forward.
 * ``warning`` - harmless but worth knowing (e.g. an incomplete archive directory nobody uses).
 
+Trust (the store is a trust boundary, see :mod:`mailca.storage.fsguard`): a directory or file
+owned by another user, a directory writable by group/others, a directory above the store
+that others may write, and any symlink inside the store other than a lineage's
+``live -> archive/NNNN`` are errors.  Other commands refuse such a store; ``doctor`` reports.
+
 ``doctor --fix`` takes the lock, rebuilds a corrupt index from the archive, runs
-:meth:`Store.recover` and repairs permissions.  It never invents or deletes keys.
+:meth:`Store.recover` and repairs permissions.  It never invents or deletes keys, never
+chmods through a link (``O_NOFOLLOW`` descriptor), removes foreign symlinks themselves
+(never their targets), and never changes ownership: a foreign owner is for a human to judge.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import time
 from dataclasses import asdict, dataclass
@@ -27,6 +35,7 @@ from pathlib import Path
 
 from ..core import keys
 from ..errors import MailcaError, StoreError
+from ..storage import fsguard, schema
 from ..storage.index import Index, live_targets
 from ..storage.store import INTENT, TMP_PREFIX, Store
 
@@ -34,6 +43,13 @@ __all__ = ["Finding", "DoctorReport", "check", "diagnose", "fix", "as_json", "re
 
 PRIVATE_FILES = ("key.pem", "keyfullchain.pem", "keyfullchain-root.pem")
 REQUIRED_FIELDS = ("serial", "name", "key_type", "not_before", "not_after", "path", "version")
+
+
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def _printable(s: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", s)
 
 
 @dataclass(frozen=True)
@@ -44,7 +60,9 @@ class Finding:
     fix: str
 
     def line(self) -> str:
-        return f"{self.level.upper():<8} {self.path}: {self.problem}\n         fix: {self.fix}"
+        # paths and link targets come from the file system (anyone who could write there chose
+        # them): no control character reaches the terminal; --json keeps the original
+        return _printable(f"{self.level.upper():<8} {self.path}: {self.problem}\n         fix: {self.fix}")
 
 
 class Doctor:
@@ -52,6 +70,10 @@ class Doctor:
         self.store = store
         self.findings: list[Finding] = []
         self.index_ok = True
+        self.foreign_links: list[Path] = []   # symlinks mailca did not make ('--fix' removes the link)
+        self.writable_dirs: list[Path] = []   # store dirs writable by group/others ('--fix': chmod 700)
+        self.foreign_owned: list[Path] = []   # owned by another user (no automatic fix)
+        self.bad_links: set[str] = set()      # store-relative paths of links, for the other checks to skip
 
     def add(self, level, path, problem, fix):
         self.findings.append(Finding(level, str(path), problem, fix))
@@ -62,6 +84,8 @@ class Doctor:
             st = os.lstat(path)
         except FileNotFoundError:
             return
+        if stat.S_ISLNK(st.st_mode):
+            return  # reported by check_trust; a link's own mode means nothing
         mode = stat.S_IMODE(st.st_mode)
         if (directory or private) and mode & 0o077:
             want = "700" if directory else "600"
@@ -106,15 +130,15 @@ class Doctor:
             return []
         self.check_mode(s.index_path, private=True)
         try:
-            data = json.loads(s.index_path.read_bytes())
-            if not isinstance(data, dict) or not isinstance(data.get("certs"), list):
-                raise ValueError("no 'certs' list")
-            for i, e in enumerate(data["certs"]):
-                if not isinstance(e, dict):
-                    raise ValueError(f"entry {i} is not an object")
-                missing = [f for f in REQUIRED_FIELDS if f not in e]
-                if missing:
-                    raise ValueError(f"entry {i} lacks {', '.join(missing)}")
+            # the same shape check every other command applies (so doctor never calls a store
+            # consistent that makes 'status' fail)
+            try:
+                data = fsguard.parse_json(fsguard.read_bytes(s.index_path))
+            except MailcaError as exc:
+                raise ValueError(exc.message) from None
+            problem = schema.index_problem(data)
+            if problem:
+                raise ValueError(problem)
         except (ValueError, OSError) as exc:
             self.index_ok = False
             self.add("error", s.index_path, f"corrupt ({exc})",
@@ -129,6 +153,8 @@ class Doctor:
         paths: set[str] = set()
         for e in entries:
             vdir = s.path / e["path"]
+            if self._linked(e["path"]):
+                continue  # reported by check_trust; never read through it
             label = f"{e['name']} ({e['key_type']}) v{e['version']}"
             if e["serial"] in seen and seen[e["serial"]] != e["path"]:
                 self.add("error", s.index_path, f"serial {e['serial']} appears twice ({seen[e['serial']]} and {e['path']})",
@@ -148,7 +174,7 @@ class Doctor:
                 from cryptography import x509
                 from cryptography.hazmat.primitives import serialization
 
-                cert = x509.load_pem_x509_certificate(cert_p.read_bytes())
+                cert = x509.load_pem_x509_certificate(fsguard.read_bytes(cert_p, limit=1 << 20))
             except FileNotFoundError:
                 self.add("error", cert_p, f"certificate of {label} is missing", "restore it from a backup")
                 continue
@@ -168,7 +194,7 @@ class Doctor:
             for f in PRIVATE_FILES:
                 self.check_mode(vdir / f, private=True)
             try:
-                key = keys.load_private_pem(key_p.read_bytes(), str(key_p))
+                key = keys.load_private_pem(fsguard.read_bytes(key_p, limit=1 << 20), str(key_p))
             except FileNotFoundError:
                 self.add("error", key_p, f"private key of {label} is missing",
                          f"restore it from a backup, or replace the certificate: 'mailca renew {e['name']} --new-key'")
@@ -181,15 +207,84 @@ class Doctor:
                 self.add("error", key_p, f"does not match the certificate of {label}",
                          f"restore the matching key from a backup, or 'mailca renew {e['name']} --new-key'")
 
+    def check_trust(self):
+        """Owners, group/world-writable directories and foreign symlinks, one walk that
+        never follows a link; the directories above the store too."""
+        s = self.store
+        real = Path(os.path.realpath(s.path))
+        for anc in reversed(real.parents):
+            with_st = _stat(anc, follow=True)
+            problem = with_st and fsguard.problem_of_dir(anc, with_st, inside=False)
+            if problem:
+                self.foreign_owned.append(anc)
+                self.add("error", anc, "directory above the store: " + problem.split(": ", 1)[-1].split(";")[0],
+                         "fix its owner/mode by hand, or move the store below a directory only root can write")
+        st = _stat(s.path, follow=True)
+        if st is not None:
+            self._judge(s.path, st, "")
+        stack = [(s.path, "")]
+        while stack:
+            d, rel = stack.pop()
+            try:
+                it = list(os.scandir(d))
+            except OSError:
+                continue
+            for ent in it:
+                r = f"{rel}/{ent.name}" if rel else ent.name
+                try:
+                    est = ent.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISLNK(est.st_mode):
+                    self._judge_link(Path(ent.path), r)
+                    continue
+                self._judge(Path(ent.path), est, r)
+                if stat.S_ISDIR(est.st_mode) and not ent.name.startswith(TMP_PREFIX):
+                    stack.append((Path(ent.path), r))
+
+    def _judge(self, path: Path, st: os.stat_result, rel: str):
+        if not fsguard.trusted_uid(st.st_uid):
+            self.foreign_owned.append(path)
+            self.add("error", path, f"owned by uid {st.st_uid}, not by you (uid {os.geteuid()}) or root: that user "
+                     "could steer what mailca signs; other commands refuse this store",
+                     f"check its contents, then 'chown {os.geteuid()} {path}' (doctor --fix does not change owners)")
+        elif stat.S_ISDIR(st.st_mode) and st.st_mode & 0o022:
+            self.writable_dirs.append(path)
+            self.add("error", path, f"directory has mode {stat.S_IMODE(st.st_mode):o}; group/others can write it "
+                     "(and steer what mailca signs); other commands refuse this store",
+                     f"check its contents, then chmod 700 {path}  (or 'mailca doctor --fix')")
+
+    def _judge_link(self, path: Path, rel: str):
+        target = fsguard.readlink_safe(path)
+        parts = rel.split("/")
+        if len(parts) == 4 and parts[0] == "certs" and parts[3] == "live":
+            if fsguard.LIVE_TARGET.match(target):
+                return  # mailca's own link; check_lineages judges where it points
+            self.bad_links.add(rel)
+            self.add("error", path, f"points at {target!r}, outside its lineage's archive/NNNN; other commands "
+                     "refuse to read through it", "'mailca doctor --fix' points it at the current version")
+            return
+        if path.name.startswith(TMP_PREFIX):
+            return  # an interrupted atomic_symlink (check_temp reports it as pending)
+        self.bad_links.add(rel)
+        self.foreign_links.append(path)
+        self.add("error", path, f"symlink to {target!r}: mailca makes no such link and does not follow links "
+                 "inside a store; other commands refuse or ignore it",
+                 f"inspect it, then remove the link (not its target): 'rm {path}' (or 'mailca doctor --fix')")
+
+    def _linked(self, rel: str) -> bool:
+        """``rel`` (store-relative) is, or is below, a foreign symlink."""
+        return any(rel == b or rel.startswith(b + "/") for b in self.bad_links)
+
     def check_lineages(self, entries: list[dict] | None):
         s = self.store
-        if not s.certs_dir.exists():
+        if not s.certs_dir.exists() or self._linked("certs"):
             return
         self.check_mode(s.certs_dir, directory=True)
         indexed = {e["path"] for e in entries} if entries is not None else None
         targets = live_targets(entries) if entries is not None else {}
         for lineage in sorted(s.certs_dir.glob("*/*")):
-            if not lineage.is_dir() or lineage.name.startswith(TMP_PREFIX):
+            if not lineage.is_dir() or lineage.name.startswith(TMP_PREFIX) or self._linked(s.relpath(lineage)):
                 continue
             self.check_mode(lineage.parent, directory=True)
             self.check_mode(lineage, directory=True)
@@ -197,7 +292,7 @@ class Doctor:
                 if f.is_file() and not f.is_symlink():
                     self.check_mode(f, private=True)
             archive = lineage / "archive"
-            if not archive.is_dir():
+            if not archive.is_dir() or self._linked(s.relpath(archive)):
                 continue
             for vdir in sorted(archive.iterdir()):
                 if not vdir.name.isdigit() or indexed is None:
@@ -222,6 +317,8 @@ class Doctor:
                          f"move it away; 'mailca doctor --fix' then links it to {want or 'the newest version'}")
                 continue
             target = os.readlink(link)
+            if self._linked(s.relpath(link)):
+                continue  # reported by check_trust
             if not (lineage / target).is_dir():
                 self.add("error", link, f"dangling: points at {target}, which does not exist",
                          f"'mailca doctor --fix' points it at {want}" if want else "restore the archive from a backup")
@@ -234,7 +331,7 @@ class Doctor:
         if intent.exists():
             self.add("pending", intent, "journal of an interrupted operation",
                      "none needed: the next mailca command (or 'mailca doctor --fix') finishes it")
-        for root, dirs, files in os.walk(self.store.path):
+        for root, dirs, files in os.walk(self.store.path):  # never follows links
             for d in list(dirs):
                 if d.startswith(TMP_PREFIX):
                     dirs.remove(d)
@@ -248,17 +345,30 @@ class Doctor:
 
     def run(self) -> list[Finding]:
         s = self.store
-        if not s.path.exists():
-            s.require_ca()
-        if not s.exists():
-            raise StoreError(f"no CA in {s.path}; nothing to check (create one with 'mailca init --dir {s.path} --domain YOUR.DOMAIN')")
-        self.check_ca()
-        entries = self.load_index()
-        if entries:
-            self.check_entries(entries)
-        self.check_lineages(entries)
-        self.check_temp()
+        guarded, s.guarded = s.guarded, False  # report what the guard would refuse
+        try:
+            if not s.path.exists():
+                s.require_ca()
+            if not s.exists():
+                raise StoreError(f"no CA in {s.path}; nothing to check (create one with 'mailca init --dir {s.path} "
+                                 "--domain YOUR.DOMAIN')")
+            self.check_trust()
+            self.check_ca()
+            entries = self.load_index()
+            if entries:
+                self.check_entries(entries)
+            self.check_lineages(entries)
+            self.check_temp()
+        finally:
+            s.guarded = guarded
         return self.findings
+
+
+def _stat(p, *, follow: bool) -> os.stat_result | None:
+    try:
+        return os.stat(p) if follow else os.lstat(p)
+    except OSError:
+        return None
 
 
 def diagnose(store: Store) -> list[Finding]:
@@ -294,6 +404,22 @@ def fix(store: Store) -> list[str]:
     d = Doctor(store)
     d.run()
     actions: list[str] = []
+    # Trust repairs first (the lock refuses the store until they are done), none through a link:
+    # remove foreign links themselves, chmod writable directories through O_NOFOLLOW descriptors.
+    for p in d.foreign_links:
+        target = fsguard.readlink_safe(p)
+        try:
+            os.unlink(p)  # unlink acts on the link, never on what it points at
+        except OSError as exc:
+            raise StoreError(f"cannot remove the symlink {p}: {exc.strerror}") from None
+        actions.append(f"removed the symlink {p} (it pointed at {target!r}; the target was not touched)")
+    for p in d.writable_dirs:
+        if fsguard.safe_chmod(p, 0o700):
+            actions.append(f"chmod 700 {p}")
+    if d.foreign_owned:
+        raise StoreError(f"not repairing {store.path}: {d.foreign_owned[0]} is owned by another user (or a directory "
+                         "above the store is writable by others); check the contents, fix owner/mode by hand, then run "
+                         "'mailca doctor --fix' again")
     with store.lock(recover=False):
         if not d.index_ok:
             actions += rebuild_index(store)
@@ -308,8 +434,9 @@ def fix(store: Store) -> list[str]:
         for f in d.findings:
             if f.level == "error" and "others can read it" in f.problem:
                 p = Path(f.path)
-                os.chmod(p, 0o700 if p.is_dir() else 0o600)
-                actions.append(f"chmod {'700' if p.is_dir() else '600'} {p}")
+                mode = 0o700 if p.is_dir() and not p.is_symlink() else 0o600
+                if fsguard.safe_chmod(p, mode):  # never through a link
+                    actions.append(f"chmod {mode:o} {p}")
     return actions
 
 

@@ -146,13 +146,11 @@ def renew_intermediate(store, passphrase: bytes | None, *, days: int | None = No
     if dry_run:
         return info
     with store.lock():
-        from ..storage.store import ensure_dir
-
         cur = store.ca_file("intermediate.crt").read_bytes()
         if cur != old.public_bytes(pem):
             raise StoreError("intermediate.crt changed while renewing (another mailca running?); run the command again")
         archive = store.ca_dir / "archive"
-        ensure_dir(archive, durable=True)
+        store.ensure_dir(archive, durable=True)
         store.write_file(archive / f"intermediate-{format(old.serial_number, 'x')}.crt", cur)
         store.write_file(store.ca_file("intermediate.crt"), new.public_bytes(pem))
         archived = str(archive / f"intermediate-{format(old.serial_number, 'x')}.crt")

@@ -52,18 +52,32 @@ def lineage_dir(store, entry: dict) -> Path:
     return store.lineage_dir(entry["name"], entry["key_type"])
 
 
+def _staged_meta_ok(meta) -> bool:
+    if not isinstance(meta, dict) or not isinstance(meta.get("spki_sha256"), str):
+        return False
+    ttl = meta.get("ttl")
+    if ttl is not None and (type(ttl) is not int or not 0 <= ttl < 10 ** 9):
+        return False
+    fp = meta.get("first_published")
+    if fp:
+        try:
+            certinfo.parse_iso(fp)
+        except (TypeError, ValueError, OverflowError):
+            return False
+    return True
+
+
 def read_staged(store, entry: dict) -> dict | None:
-    """The staged next key's metadata (``next.json``) or None."""
+    """The staged next key's metadata (``next.json``) or None (shape-checked, no link followed)."""
     d = lineage_dir(store, entry)
     meta_p, key_p = d / NEXT_META, d / NEXT_KEY
     if not meta_p.exists() or not key_p.exists():
         return None
-    try:
-        meta = json.loads(meta_p.read_text())
-        if not isinstance(meta.get("spki_sha256"), str):
-            raise ValueError("no spki_sha256")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise StoreError(f"{meta_p} is corrupt ({exc}); remove it and {key_p} and stage again") from None
+    fix = f"remove it and {key_p} and stage again"
+    meta = store.read_json(meta_p, fix=fix)
+    if not _staged_meta_ok(meta):
+        raise StoreError(f"{meta_p} is corrupt (want an object with spki_sha256, a ttl 0..10^9 and an ISO "
+                         f"first_published); {fix}")
     return meta
 
 

@@ -301,12 +301,14 @@ def select_due(entries: list[dict], now: _dt.datetime, policy: Policy, *, names:
 def _read_key(store, entry: dict):
     """The lineage's private key bytes and object from its current version (what live/ points at)."""
     from ..core import keys
+    from ..storage import fsguard
 
     vdir = store.version_path(entry)
     live_key = store.live_dir(entry["name"], entry["key_type"]) / "key.pem"
     for p in (live_key, vdir / "key.pem"):
         try:
-            pem = p.read_bytes()
+            fsguard.check_components(store.path, p, allow_live=True)  # live -> archive/NNNN only
+            pem = fsguard.read_bytes(p, limit=1 << 20)
         except FileNotFoundError:
             continue
         except PermissionError:

@@ -469,10 +469,9 @@ def _deploy_dir(store) -> Path:
 
 def _new_backup_dir(store) -> Path:
     from ..core.certinfo import utcnow
-    from ..storage.store import ensure_dir
 
     base = _deploy_dir(store)
-    ensure_dir(base, 0o700, durable=True)
+    store.ensure_dir(base, 0o700, durable=True)  # inside the store: never through a link
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     n = 0
     while True:

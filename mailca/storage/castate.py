@@ -76,14 +76,17 @@ _cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def load_castate(store) -> CAState:
     """Read and check ``ca/ca.json`` (StoreError with one line if it is missing or corrupt)."""
+    from . import fsguard, schema
+
     p = store.ca_file(CA_META)
     try:
+        fsguard.check_components(store.path, p)  # no link followed inside the store
         st = os.stat(p)
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         hit = _cache.get(store)
         if hit is not None and hit[0] == stamp:
             return hit[1]
-        raw = p.read_bytes()
+        raw = fsguard.read_bytes(p)  # bounded, O_NOFOLLOW
     except FileNotFoundError:
         store.require_ca()  # says what is missing (no store, no CA, or only ca.json)
         raise StoreError(f"{p} is missing; restore it from a backup") from None
@@ -92,8 +95,8 @@ def load_castate(store) -> CAState:
     except OSError as exc:
         raise StoreError(f"{p} is corrupt ({exc.strerror or exc}); restore it from a backup") from None
     try:
-        state = CAState.from_dict(json.loads(raw))
-    except (ValueError, TypeError) as exc:
+        state = CAState.from_dict(schema.check_ca_meta(fsguard.parse_json(raw), p))
+    except (ValueError, TypeError, RecursionError) as exc:
         raise StoreError(f"{p} is corrupt ({exc}); restore it from a backup") from None
     _cache[store] = (stamp, state)
     return state

@@ -163,9 +163,11 @@ class Index:
     def save(self, *, durable: bool = True) -> None:
         """Write ``index.json`` atomically (temp file, fsync, os.replace, fsync dir), 0600.
         The only write of index.json in mailca.  Needs the store lock."""
+        from . import fsguard
         from .store import atomic_write
 
         self.store.require_lock()
+        fsguard.check_components(self.store.path, self.store.index_path)  # never written through a link
         self._data["version"] = INDEX_VERSION
         atomic_write(self.store.index_path, encode_index(self._data), 0o600, durable=durable)
         self.store.remember_index(self._data)

@@ -34,6 +34,7 @@ import os
 from pathlib import Path
 
 from ..errors import StoreError
+from . import fsguard, schema
 from .index import INDEX_VERSION, Index
 
 __all__ = ["Store", "open_store", "default_store_dir", "atomic_write", "atomic_symlink", "ensure_dir", "fsync_dir",
@@ -127,7 +128,7 @@ def ensure_dir(path: str | os.PathLike, mode: int = DIR_MODE, *, durable: bool =
                 os.mkdir(d, mode)
             except FileExistsError:
                 continue
-            os.chmod(d, mode)
+            fsguard.safe_chmod(d, mode)  # the directory just made; never through a link
         if durable:
             for d in reversed(missing):
                 fsync_dir(d.parent)
@@ -149,6 +150,9 @@ class Store:
         self._lock_fd: int | None = None
         self._index_cache: dict | None = None
         self._intent: set[str] = set()
+        #: refuse a store someone else can steer (doctor turns it off to report instead)
+        self.guarded = True
+        self.notes: list[str] = []  # what recovery ignored (shown as warnings by the CLI)
 
     # ----------------------------------------------------------------- layout
     @property
@@ -184,7 +188,31 @@ class Store:
         names = ["ca/root.key", "ca/root.crt", "ca/intermediate.key", "ca/intermediate.crt", "index.json", "certs"]
         return [n for n in names if (self.path / n).exists()]
 
+    def guard(self) -> bool:
+        """Refuse a store whose directories are owned by another user or writable by others,
+        or that holds symlinks where mailca keeps real files (see :mod:`.fsguard`)."""
+        return fsguard.check_store(self.path) if self.guarded else self.path.exists()
+
+    def ensure_dir(self, path: str | os.PathLike, mode: int = DIR_MODE, *, durable: bool = False) -> None:
+        """Create a directory inside the store, never through a link."""
+        fsguard.ensure_dir_inside(self.path, path, mode, durable=durable)
+
+    def read_json(self, path: str | os.PathLike, *, fix: str):
+        """A JSON file of the store (no link followed, bounded read, one-line error)."""
+        fsguard.check_components(self.path, path)
+        return fsguard.load_json(path, fix=fix)
+
+    def read_ca_meta(self) -> dict:
+        """ca/ca.json, shape-checked."""
+        p = self.ca_file("ca.json")
+        try:
+            meta = self.read_json(p, fix="restore it from a backup")
+        except FileNotFoundError:
+            raise StoreError(f"{p} is missing; restore it from a backup") from None
+        return schema.check_ca_meta(meta, p)
+
     def require_ca(self) -> None:
+        self.guard()
         if not self.path.exists():
             raise StoreError(f"no mailca store at {self.path}; create one with 'mailca init --dir {self.path} --domain example.org'")
         if not self.exists():
@@ -209,11 +237,17 @@ class Store:
         if self._lock_fd is not None:
             yield self
             return
+        self.guard()
         ensure_dir(self.path, durable=True)
+        self.guard()
         self.check_writable()
         try:
-            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            # O_NOFOLLOW: a planted '.lock' symlink must not make us create a file elsewhere
+            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError as exc:
+            if os.path.islink(self.path / ".lock"):
+                raise StoreError(f"refusing to use the store: {self.path / '.lock'} is a symlink; mailca does not "
+                                 "follow links inside a store (remove it, then run the command again)") from None
             raise StoreError(f"cannot open lock file in {self.path}: {exc.strerror}") from None
         ok = False
         try:
@@ -246,7 +280,7 @@ class Store:
         """Roll forward an operation that a crash interrupted (cheap when there was none)."""
         intent = self.path / INTENT
         try:
-            raw = intent.read_bytes()
+            raw = fsguard.read_bytes(intent, limit=16 * 1024 * 1024)
         except FileNotFoundError:
             # A kill while the journal itself was being written leaves only its temp file
             # (nothing else was touched yet): sweep the store's top level, which is cheap.
@@ -258,9 +292,18 @@ class Store:
                     swept.append(f"removed unfinished file {self.path / f}")
             return swept
         try:
-            lineages = [str(x) for x in json.loads(raw)]
-        except ValueError:
-            lineages = None  # unreadable journal: recover everything
+            lineages, rejected = schema.check_intent(json.loads(raw))
+        except (ValueError, RecursionError):
+            lineages, rejected = [], ["(unparsable)"]
+        if rejected:
+            # Journal entries are lineage paths inside the store (certs/NAME/KEYTYPE); anything
+            # else is never acted upon: recover the whole store (which stays inside it) instead.
+            self.notes.append(f"ignored journal entries {', '.join(rejected)[:200]} in {intent} (not "
+                              "certs/NAME/KEYTYPE inside the store); checked the whole store instead")
+            import sys
+
+            sys.stderr.write(f"mailca: warning: {self.notes[-1]}\n")  # repr() above escaped control chars
+            lineages = None
         actions = self.recover(lineages=lineages) if self.exists() else []
         with contextlib.suppress(FileNotFoundError):
             os.unlink(intent)
@@ -275,6 +318,9 @@ class Store:
         """Record several lineages with one journal write (``issue --batch``)."""
         self._require_lock()
         new = {self.relpath(lin) for lin in lineages} - self._intent
+        for rel in new:
+            if not schema.LINEAGE_PATH.match(rel):
+                raise RuntimeError(f"journal entry {rel!r} is not a lineage")  # programming error
         if not new:
             return
         self._intent |= new
@@ -290,30 +336,21 @@ class Store:
     # --------------------------------------------------------------- writes
     def write_file(self, path: str | os.PathLike, data: bytes, *, private: bool = False, durable: bool = True) -> None:
         self._require_lock()
+        fsguard.check_components(self.path, path)
         atomic_write(path, data, KEY_MODE if private else PUBLIC_MODE, durable=durable)
 
     # --------------------------------------------------------------- index
     def load_index(self) -> dict:
         if self._index_cache is not None:
             return self._index_cache
+        fix = "run 'mailca doctor --fix' to rebuild it from the archive (the corrupt file is kept)"
         try:
-            with open(self.index_path, "rb") as fh:
-                raw = fh.read()
+            data = schema.check_index(fsguard.load_json(self.index_path, fix=fix), self.index_path)
         except FileNotFoundError:
             if self.certs_dir.is_dir() and next(self.certs_dir.glob("*/*/archive/[0-9]*"), None) is not None:
                 raise StoreError(f"{self.index_path} is missing but certificates exist; run 'mailca doctor --fix' "
                                  "to rebuild it from the archive") from None
             return {"version": INDEX_VERSION, "certs": []}
-        except PermissionError:
-            raise StoreError(f"cannot read {self.index_path}: permission denied") from None
-        try:
-            data = json.loads(raw)
-            if not isinstance(data, dict) or not isinstance(data.get("certs"), list):
-                raise ValueError("missing 'certs' list")
-        except ValueError as exc:
-            raise StoreError(
-                f"index {self.index_path} is corrupt ({exc}); run 'mailca doctor' to rebuild it from the archive"
-            ) from None
         if self._lock_fd is not None:
             self._index_cache = data
         return data
@@ -349,11 +386,10 @@ class Store:
         self._require_lock()
         lineage = self.lineage_dir(name, key_type)
         archive = lineage / "archive"
-        ensure_dir(archive, durable=durable)
+        self.ensure_dir(archive, durable=durable)
         self.note_intent(lineage)
         for p in (self.certs_dir, lineage.parent, lineage):
-            with contextlib.suppress(OSError):
-                os.chmod(p, DIR_MODE)
+            fsguard.safe_chmod(p, DIR_MODE)  # never through a link (ensure_dir refused those)
         version = self.next_version(name, key_type)
         tmpdir = Path(_tmp_name(archive, ".dir"))
         os.mkdir(tmpdir, DIR_MODE)
@@ -383,10 +419,15 @@ class Store:
     def set_live(self, name: str, key_type: str, version: int) -> None:
         self._require_lock()
         self.note_intent(self.lineage_dir(name, key_type))
+        fsguard.check_components(self.path, self.live_dir(name, key_type))
         atomic_symlink(f"archive/{_version_name(version)}", self.live_dir(name, key_type))
 
     def version_path(self, entry: dict) -> Path:
-        return self.path / entry["path"]
+        if not schema.ARCHIVE_PATH.match(entry["path"]):  # load_index checked it; belt and braces
+            raise StoreError(f"index path {entry['path'][:80]!r} is not inside the store; run 'mailca doctor'")
+        p = self.path / entry["path"]
+        fsguard.check_components(self.path, p, leaf_dir=True)
+        return p
 
     def relpath(self, p: Path) -> str:
         return str(p.relative_to(self.path))
@@ -400,6 +441,9 @@ class Store:
         if lineages is None:
             roots = [str(self.path)]
         else:
+            lineages = [rel for rel in lineages if schema.LINEAGE_PATH.match(rel)]
+            for rel in lineages:
+                fsguard.check_components(self.path, self.path / rel, leaf_dir=True)
             roots = [str(self.path / rel) for rel in lineages if (self.path / rel).is_dir()]
             # top-level and CA temp files (index, intent, CA files) need no walk
             for d in (self.path, self.ca_dir, self.path / "crl"):
@@ -434,7 +478,11 @@ class Store:
         known = index.paths()
         added = False
         if lineages is None:
-            lineage_dirs = sorted(p for p in self.certs_dir.glob("*/*") if p.is_dir())
+            lineage_dirs = []
+            for p in sorted(self.certs_dir.glob("*/*")):
+                if p.is_symlink() or p.is_dir():
+                    fsguard.check_components(self.path, p, leaf_dir=True)
+                    lineage_dirs.append(p)
         else:
             lineage_dirs = [self.path / rel for rel in lineages if (self.path / rel).is_dir()]
         # 2. complete archive versions missing from the index (crash between rename and index)
@@ -479,10 +527,12 @@ class Store:
             meta = {}
             mp = vdir / "meta.json"
             if mp.exists():
-                meta = json.loads(mp.read_text())
+                meta = schema.check_meta(fsguard.load_json(mp, fix="remove it"), mp)
             if not key_p.exists() and meta.get("source") != "csr":
                 return None
-            return certinfo.index_entry_from_pem(cert_p.read_bytes(), path=self.relpath(vdir),
+            if os.path.islink(cert_p) or os.path.islink(key_p) or not schema.ARCHIVE_PATH.match(self.relpath(vdir)):
+                return None
+            return certinfo.index_entry_from_pem(fsguard.read_bytes(cert_p), path=self.relpath(vdir),
                                                  version=int(vdir.name), extra=meta)
         except Exception:
             return None
