@@ -47,14 +47,17 @@ def _port_spec(value: str) -> tuple[int, str]:
               help='A TLSA record to match against the chain, e.g. "3 1 1 <sha256>" (repeatable; usages 2 and 3).')
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 300),
               help="Seconds to wait for any single network step (connect, reply, handshake).")
+@click.option("--port-deadline", default=30.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="Seconds the whole audit of one port may take; what has not answered by then is "
+                   "reported as unknown (a tarpit cannot stretch the run).")
 @click.option("--parallel", default=8, show_default=True, type=click.IntRange(1, 32),
               help="Connections per port at a time during the probes (lower it for servers that rate-limit).")
 @click.option("--min-severity", default="OK", type=click.Choice(["OK", "LOW", "MEDIUM", "HIGH", "CRITICAL"]),
               help="Hide text findings below this severity (JSON always has all).")
 @click.option("-v", "--verbose", is_flag=True, help="Also list the OK facts (protocols not offered, ...).")
 @json_option
-def cli(host, dane_domain, resolver, at_date, nagios, ports, name, ca_file, tlsa, timeout, parallel, min_severity,
-        verbose, as_json):
+def cli(host, dane_domain, resolver, at_date, nagios, ports, name, ca_file, tlsa, timeout, port_deadline, parallel,
+        min_severity, verbose, as_json):
     """Audit the TLS of a live SMTP server: protocols, cipher classes, cipher order,
     forward secrecy, DH group size, the certificate chain as sent (trust, host name,
     expiry, key, signature), DANE, and SMTP policy (STARTTLS, AUTH before TLS, MAIL FROM
@@ -67,7 +70,8 @@ def cli(host, dane_domain, resolver, at_date, nagios, ports, name, ca_file, tlsa
 
     \b
     Exit codes: 0 nothing MEDIUM or worse, 5 findings MEDIUM or worse,
-                6 a port could not be reached or did not speak SMTP/TLS, 2 bad input.
+                6 a port could not be reached, did not speak SMTP/TLS, broke the TLS
+                  protocol, or was audited incompletely (no answer, port deadline), 2 bad input.
 
     \b
     Examples:
@@ -82,6 +86,7 @@ def cli(host, dane_domain, resolver, at_date, nagios, ports, name, ca_file, tlsa
     from ..probe import certcheck, report
     from ..probe.audit import Options, audit
     from ..probe.smtp import Endpoint
+    from ..probe.text import clean
 
     if dane_domain is not None:
         from ._check_dane import run_dane
@@ -103,7 +108,8 @@ def cli(host, dane_domain, resolver, at_date, nagios, ports, name, ca_file, tlsa
     records = tuple(certcheck.parse_tlsa(t) for t in tlsa)
     ca_certs = tuple(certcheck.load_ca_file(ca_file)) if ca_file else ()
 
-    opts = Options(name=name, ca_certs=ca_certs, tlsa=records, timeout=timeout, workers=parallel)
+    opts = Options(name=name, ca_certs=ca_certs, tlsa=records, timeout=timeout, workers=parallel,
+                   port_deadline=port_deadline)
     endpoints = [Endpoint(host, p, role, timeout) for p, role in specs]
     rep = audit(host, endpoints, opts)
 
@@ -112,9 +118,11 @@ def cli(host, dane_domain, resolver, at_date, nagios, ports, name, ca_file, tlsa
     else:
         text = report.render_text(_filtered(rep, min_severity), verbose=verbose)
         click.echo(text)
-    if rep.errors:
-        first = rep.errors[0]
-        raise ConnectError(first.error + ("" if len(rep.errors) == 1 else f" (and {len(rep.errors) - 1} more port(s))"))
+    problems = [p.error for p in rep.errors] + [f"{host} port {p.port}: audit incomplete: {p.incomplete[0]}"
+                                                for p in rep.incomplete]
+    if problems:
+        # Server text may be in the message: no escape sequence reaches the terminal.
+        raise ConnectError(clean(problems[0]) + ("" if len(problems) == 1 else f" (and {len(problems) - 1} more port(s))"))
     if rep.exit_code == CheckFindings.exit_code:
         bad = [f for f in rep.findings if report.at_least(f.severity)]
         raise CheckFindings(f"{len(bad)} finding(s) rated MEDIUM or worse on {host} (worst: {rep.worst})")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from ..errors import ConnectError
 from . import hello as H
 from .report import Finding, PortReport, Report, finding
-from .smtp import Endpoint, SMTPClient, TLSFailure, open_for_tls
+from .smtp import Endpoint, PortDeadline, SMTPClient, TLSFailure, open_for_tls
 
 __all__ = ["Options", "audit"]
 
@@ -30,6 +30,13 @@ CLASS_IDS = {"NULL": "cipher.null", "aNULL": "cipher.anull", "EXPORT": "cipher.e
              "3DES": "cipher.3des", "RC4": "cipher.rc4", "CBC": "cipher.cbc"}
 PROTO_IDS = {H.SSL3: "protocol.sslv3", H.TLS1_0: "protocol.tls1_0", H.TLS1_1: "protocol.tls1_1"}
 _PASSWORD_MECHS = {"PLAIN", "LOGIN"}
+# Probe outcomes that say nothing about the server's TLS: it did not answer (in time).
+NO_ANSWER = ("timeout", "noconnect")
+
+
+class ProtocolError(ConnectError):
+    """The server answered a probe with something it could not have chosen (a cipher or
+    version that was not offered, a malformed ServerHello): its TLS results cannot be trusted."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class Options:
     tlsa: tuple = ()
     timeout: float = 10.0
     workers: int = 8
+    port_deadline: float = 30.0
     now: _dt.datetime | None = None
 
 
@@ -144,26 +152,50 @@ class Prober:
 
         self.ep, self.opts, self.pool = ep, opts, pool
         self.count = 0
+        self.unanswered: list[str] = []
+        self.protocol_errors: list[str] = []
         self._lock = threading.Lock()
 
     def one(self, version: int, suites, *, full: bool = False) -> H.HelloResult:
-        sock = open_for_tls(self.ep)
+        """One probe on its own connection.  Silence, a refused or stalled connection and
+        the port deadline give a "timeout"/"noconnect" result (no answer -- never
+        "accepted"); a ServerHello choosing what was not offered is a "protocol_error"."""
         with self._lock:
             self.count += 1
+        what = f"{H.VERSION_NAMES[version]} ClientHello ({len(suites)} suites)"
         try:
-            r = H.probe(sock, version, suites, sni=self.opts.name, timeout=self.ep.timeout, full=full)
-        except H.ProbeTimeout:
-            raise ConnectError(f"{self.ep.label}: no answer to a {H.VERSION_NAMES[version]} ClientHello "
-                               f"within {self.ep.timeout:g} s") from None
-        finally:
-            sock.close()
+            sock = open_for_tls(self.ep)
+        except PortDeadline:
+            r = H.HelloResult("timeout", detail="not sent: the port deadline ran out")
+        except ConnectError as exc:
+            r = H.HelloResult("noconnect", detail=exc.message)
+        else:
+            try:
+                r = H.probe(sock, version, suites, sni=self.opts.name, timeout=self.ep.budget(), full=full)
+            except PortDeadline:
+                r = H.HelloResult("timeout", detail="not sent: the port deadline ran out")
+            finally:
+                sock.close()
         if r.outcome == "garbage":
             raise ConnectError(f"{self.ep.label}: does not speak TLS after {'connect' if self.ep.implicit_tls else 'STARTTLS'} ({r.detail})")
+        with self._lock:
+            if r.outcome in NO_ANSWER:
+                self.unanswered.append(f"{what}: {r.detail}")
+            elif r.outcome == "protocol_error":
+                self.protocol_errors.append(f"{what}: {r.detail}")
         return r
 
     def many(self, jobs: dict) -> dict:
         futs = {k: self.pool.submit(self.one, *args, **kw) for k, (args, kw) in jobs.items()}
-        return {k: f.result() for k, f in futs.items()}
+        out = {k: f.result() for k, f in futs.items()}
+        bad = [(jobs[k], r) for k, r in out.items() if r.outcome == "protocol_error"]  # in job order
+        if bad:
+            ((version, suites), _), r = bad[0]
+            n = len(bad)
+            raise ProtocolError(f"{self.ep.label}: protocol error, TLS results not trustworthy: "
+                                f"{H.VERSION_NAMES[version]} ClientHello ({len(suites)} suites): {r.detail}"
+                                + (f" (and {n - 1} more)" if n > 1 else ""))
+        return out
 
 
 def tls_probes(pr: Prober) -> tuple[dict, list[Finding]]:
@@ -176,8 +208,14 @@ def tls_probes(pr: Prober) -> tuple[dict, list[Finding]]:
             for v in H.VERSIONS}
     res = pr.many(jobs)
     accepted = [v for v in H.VERSIONS if res[v].accepted and res[v].version == v]
-    facts["protocols"] = {H.VERSION_NAMES[v]: v in accepted for v in H.VERSIONS}
+    unknown = {v for v in H.VERSIONS if res[v].outcome in NO_ANSWER}
+    # None: no answer, so we do not know (a stalled probe is never counted as accepted).
+    facts["protocols"] = {H.VERSION_NAMES[v]: (None if v in unknown else v in accepted) for v in H.VERSIONS}
     if not accepted:
+        pr.ep.budget()  # raises PortDeadline if that is why nothing was accepted
+        if unknown == set(H.VERSIONS):
+            raise ConnectError(f"{pr.ep.label}: no answer to any ClientHello probe "
+                               f"({res[H.TLS1_2].detail}); is the server rate-limiting?")
         why = "; ".join(f"{H.VERSION_NAMES[v]}: {res[v].detail or res[v].outcome}" for v in H.VERSIONS)
         raise ConnectError(f"{pr.ep.label}: no TLS version accepted ({why})")
     for v, cid in PROTO_IDS.items():
@@ -186,9 +224,9 @@ def tls_probes(pr: Prober) -> tuple[dict, list[Finding]]:
                                    f"{res[v].cipher_name}", port=port))
     if H.TLS1_3 in accepted:
         fs.append(finding("protocol.tls1_3", res[H.TLS1_3].cipher_name or "", port=port))
-    else:
+    elif H.TLS1_3 not in unknown:
         fs.append(finding("protocol.no_tls1_3", "", port=port))
-    if H.TLS1_2 not in accepted and H.TLS1_3 not in accepted:
+    if H.TLS1_2 not in accepted and H.TLS1_3 not in accepted and not unknown & {H.TLS1_2, H.TLS1_3}:
         fs.append(finding("protocol.no_tls1_2", "highest version: " + H.VERSION_NAMES[max(accepted)], port=port))
 
     legacy = [v for v in accepted if v != H.TLS1_3]
@@ -216,8 +254,10 @@ def tls_probes(pr: Prober) -> tuple[dict, list[Finding]]:
             fs.append(finding("cipher.order", f"offered strongest-first it chose {first.cipher_name}, "
                                               f"weakest-first {rev.cipher_name}", port=port))
         fs_ok = (r3["fs"].accepted and r3["fs"].version == top) or H.TLS1_3 in accepted
+        if not fs_ok and r3["fs"].outcome in NO_ANSWER:
+            fs_ok = None  # unknown
         facts["forward_secrecy"] = fs_ok
-        if not fs_ok:
+        if fs_ok is False:
             fs.append(finding("cipher.no_fs", "no ECDHE/DHE suite accepted", port=port))
         elif first.accepted and H.suite(first.cipher) and not H.suite(first.cipher).forward_secret and order:
             fs.append(finding("cipher.fs_not_preferred", f"preferred cipher {first.cipher_name}", port=port))
@@ -251,7 +291,9 @@ def tls_probes(pr: Prober) -> tuple[dict, list[Finding]]:
     if beast:
         fs.append(finding("cipher.beast", "TLSv1.0 with " + ", ".join(dict.fromkeys(beast))
                           + " (a client-side attack; TLS 1.0 should go anyway)", port=port))
-    if not classes["AEAD"] and H.TLS1_3 not in accepted:
+    aead_unknown = legacy and any(r.outcome in NO_ANSWER for key, r in r3.items()
+                                  if isinstance(key, tuple) and key[0] == "AEAD")
+    if not classes["AEAD"] and H.TLS1_3 not in accepted and not aead_unknown and H.TLS1_3 not in unknown:
         fs.append(finding("cipher.no_aead", "", port=port))
     # Certificates from the raw TLS <= 1.2 answer, in case the real handshake failed.
     facts["_raw_chain"] = list(res[max(legacy)].certs) if legacy else []
@@ -259,35 +301,61 @@ def tls_probes(pr: Prober) -> tuple[dict, list[Finding]]:
 
 
 def audit_port(ep: Endpoint, opts: Options) -> PortReport:
+    """Audit one port.  Never raises: a connection problem, a protocol error or a bug in our
+    own analysis becomes this port's ``error`` (with whatever was learned before it), so
+    the other ports are still reported and --json stays a complete document."""
+    from dataclasses import replace
+
     from . import certcheck
     from ..core.certinfo import utcnow
 
     t0 = time.monotonic()
+    ep = replace(ep, deadline=t0 + opts.port_deadline, port_deadline=opts.port_deadline)
     tls = "implicit" if ep.implicit_tls else "starttls"
+    facts: dict = {}
+    fs: list[Finding] = []
+    error = None
+    incomplete: list[str] = []
     try:
         facts, fs, chain = policy_session(ep, opts)
         if facts.get("starttls") is False:
             return PortReport(ep.port, ep.role, tls, None, facts, tuple(fs), time.monotonic() - t0)
-        with ThreadPoolExecutor(max_workers=opts.workers) as pool:
-            pr = Prober(ep, opts, pool)
-            pfacts, pfs = tls_probes(pr)
-        raw_chain = pfacts.pop("_raw_chain")
-        facts.update(pfacts)
-        facts["probes"] = pr.count + 1
-        fs.extend(pfs)
-        if not chain:
-            chain = raw_chain
-        cfacts, cfs = certcheck.analyze(chain, port=ep.port, name=opts.name, ca_certs=list(opts.ca_certs),
-                                        tlsa=list(opts.tlsa), now=opts.now or utcnow())
-        facts["certificate"] = cfacts
-        fs.extend(cfs)
-        if "tls" in facts and "error" not in facts["tls"]:
+        pr = None
+        try:
+            with ThreadPoolExecutor(max_workers=opts.workers) as pool:
+                pr = Prober(ep, opts, pool)
+                pfacts, pfs = tls_probes(pr)
+            raw_chain = pfacts.pop("_raw_chain")
+            facts.update(pfacts)
+            fs.extend(pfs)
+            if not chain:
+                chain = raw_chain
+        except ConnectError as exc:
+            error = exc.message
+        if pr is not None:
+            facts["probes"] = pr.count + 1
+            if pr.unanswered:
+                n = len(pr.unanswered)
+                incomplete.append(f"{n} of {pr.count} probe(s) got no answer, their results are unknown "
+                                  f"(first: {pr.unanswered[0]})")
+        if chain or error is None:
+            cfacts, cfs = certcheck.analyze(chain, port=ep.port, name=opts.name, ca_certs=list(opts.ca_certs),
+                                            tlsa=list(opts.tlsa), now=opts.now or utcnow())
+            facts["certificate"] = cfacts
+            fs.extend(cfs)
+        if error is None and "tls" in facts and "error" not in facts["tls"]:
             t = facts["tls"]
             fs.append(finding("tls.handshake", f"{t['version']} {t['cipher']}"
                               + ("" if ep.implicit_tls else " after STARTTLS"), port=ep.port))
     except ConnectError as exc:
-        return PortReport(ep.port, ep.role, tls, exc.message, {}, (), time.monotonic() - t0)
-    return PortReport(ep.port, ep.role, tls, None, facts, tuple(fs), time.monotonic() - t0)
+        error = error or exc.message
+    except Exception as exc:  # a bug or a server we did not foresee: this port only
+        error = (f"{ep.label}: internal error while auditing this port ({type(exc).__name__}: {exc}); "
+                 "the other ports are unaffected -- please report this")
+    if ep.expired and error is None:
+        incomplete.insert(0, f"the port deadline of {opts.port_deadline:g} s ran out (--port-deadline)")
+    return PortReport(ep.port, ep.role, tls, error, facts, tuple(fs), time.monotonic() - t0,
+                      tuple(incomplete))
 
 
 def audit(host: str, endpoints: list[Endpoint], opts: Options) -> Report:

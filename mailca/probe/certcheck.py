@@ -66,8 +66,9 @@ def _tlsa_matches(rec: TLSA, cert) -> bool:
     if rec.selector == 0:
         blob = cert.public_bytes(serialization.Encoding.DER)
     else:
-        blob = cert.public_key().public_bytes(serialization.Encoding.DER,
-                                              serialization.PublicFormat.SubjectPublicKeyInfo)
+        blob = spki_der(cert)
+        if blob is None:
+            return False
     if rec.mtype == 1:
         blob = hashlib.sha256(blob).digest()
     elif rec.mtype == 2:
@@ -134,7 +135,14 @@ def _is_self_signed(cert) -> bool:
         return False
     from cryptography.hazmat.primitives.asymmetric import dsa, ec, padding, rsa
 
-    key, h = cert.public_key(), cert.signature_hash_algorithm
+    try:
+        key, h = cert.public_key(), cert.signature_hash_algorithm
+    except Exception:
+        # A key type cryptography cannot load (e.g. brainpoolP320r1): ask OpenSSL.
+        try:
+            return _verify(cert, [], [cert], system=False) is None
+        except Exception:
+            return False
     try:
         if isinstance(key, rsa.RSAPublicKey):
             pss = cert.signature_algorithm_parameters
@@ -188,6 +196,77 @@ def hostname_matches(cert, name: str) -> bool:
     return False
 
 
+_CURVE_OIDS = {
+    "1.3.36.3.3.2.8.1.1.1": "brainpoolP160r1", "1.3.36.3.3.2.8.1.1.3": "brainpoolP192r1",
+    "1.3.36.3.3.2.8.1.1.5": "brainpoolP224r1", "1.3.36.3.3.2.8.1.1.7": "brainpoolP256r1",
+    "1.3.36.3.3.2.8.1.1.9": "brainpoolP320r1", "1.3.36.3.3.2.8.1.1.11": "brainpoolP384r1",
+    "1.3.36.3.3.2.8.1.1.13": "brainpoolP512r1",
+}
+_EC_PUBLIC_KEY = bytes.fromhex("06072a8648ce3d0201")
+
+
+def _oid_text(body: bytes) -> str:
+    parts, val = [], 0
+    for b in body:
+        val = (val << 7) | (b & 0x7F)
+        if not b & 0x80:
+            parts.append(val)
+            val = 0
+    if not parts:
+        return "?"
+    first = min(parts[0] // 40, 2)
+    return ".".join(map(str, [first, parts[0] - 40 * first, *parts[1:]]))
+
+
+def spki_der(cert) -> bytes | None:
+    """The SubjectPublicKeyInfo, also for key types cryptography cannot load (OpenSSL can)."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        return cert.public_key().public_bytes(serialization.Encoding.DER,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo)
+    except Exception:
+        pass
+    try:
+        from OpenSSL import crypto
+
+        return crypto.dump_publickey(crypto.FILETYPE_ASN1, crypto.X509.from_cryptography(cert).get_pubkey())
+    except Exception:
+        return None
+
+
+def key_info(cert) -> tuple[str, int, str | None]:
+    """(type, bits, problem or None) of a certificate's key -- never raises: a key type that
+    cryptography cannot load (brainpoolP320r1, ...) is described from OpenSSL's view."""
+    try:
+        key = cert.public_key()
+    except Exception:
+        key = None
+    if key is not None:
+        return _key_desc(key)
+    bits, kind = 0, "unknown key type"
+    try:
+        from OpenSSL import crypto
+
+        pk = crypto.X509.from_cryptography(cert).get_pubkey()
+        bits = pk.bits()
+        kind = {crypto.TYPE_RSA: "RSA", crypto.TYPE_DSA: "DSA", 408: "EC"}.get(pk.type(), f"key type {pk.type()}")
+    except Exception:
+        pass
+    der = spki_der(cert) or b""
+    at = der.find(_EC_PUBLIC_KEY)
+    if at >= 0 and der[at + 9:at + 10] == b"\x06":
+        ln = der[at + 10]
+        oid = _oid_text(der[at + 11:at + 11 + ln])
+        kind = f"ECDSA {_CURVE_OIDS.get(oid, oid)}"
+    problem = None
+    if kind.startswith("RSA") and bits < 2048:
+        problem = f"RSA {bits} bits (use 2048 or more)"
+    elif kind.startswith(("EC", "ECDSA")) and 0 < bits < 256:
+        problem = f"EC {bits} bits (use P-256 or larger)"
+    return kind, bits, problem
+
+
 def _key_desc(key) -> tuple[str, int, str | None]:
     """(type, bits, problem or None)."""
     from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
@@ -235,7 +314,7 @@ def analyze(chain_der: list[bytes], *, port: int, name: str | None, ca_certs: li
 
     facts_chain = []
     for c in chain:
-        ktype, bits, _ = _key_desc(c.public_key())
+        ktype, bits, _ = key_info(c)
         dns, ips, cn = _names(c)
         facts_chain.append({
             "subject": c.subject.rfc4514_string(),
@@ -283,7 +362,7 @@ def analyze(chain_der: list[bytes], *, port: int, name: str | None, ca_certs: li
     # Keys and signatures.
     for i, c in enumerate(chain):
         role = "server certificate" if i == 0 else f"chain certificate {i}"
-        _, _, problem = _key_desc(c.public_key())
+        _, _, problem = key_info(c)
         if problem:
             fs.append(finding("cert.weak_key", f"{role}: {problem}", port=port))
         h = _sig_hash(c)
@@ -292,7 +371,7 @@ def analyze(chain_der: list[bytes], *, port: int, name: str | None, ca_certs: li
             fs.append(finding("cert.weak_signature", f"{role} signed with {h.upper()}", port=port, severity=sev))
 
     if not fs:
-        ktype, bits, _ = _key_desc(leaf.public_key())
+        ktype, bits, _ = key_info(leaf)
         fs.append(finding("cert.ok", f"trusted by {store_desc}" + (f", matches {name}" if name else "")
                           + f", {ktype} {bits}, valid until {iso(leaf.not_valid_after_utc)}", port=port))
 
@@ -313,10 +392,9 @@ def analyze(chain_der: list[bytes], *, port: int, name: str | None, ca_certs: li
         if matched:
             fs.append(finding("dane.match", f"{matched[0]}", port=port))
         else:
-            from ..core.keys import spki_sha256
-
-            fs.append(finding("dane.mismatch", f"{len(tlsa)} record(s) given, none matches; the server's "
-                                                f"key is 3 1 1 {spki_sha256(leaf.public_key())}", port=port))
+            der = spki_der(leaf)
+            have = f"; the server's key is 3 1 1 {hashlib.sha256(der).hexdigest()}" if der else ""
+            fs.append(finding("dane.mismatch", f"{len(tlsa)} record(s) given, none matches{have}", port=port))
 
     facts = {"chain": facts_chain, "trusted": why is None, "trust_error": why, "trust_store": store_desc,
              "hostname_checked": name, "hostname_ok": (hostname_matches(leaf, name) if name else None)}

@@ -455,8 +455,9 @@ class HelloResult:
     """What the server said to one ClientHello.
 
     ``outcome`` is "accepted" (a ServerHello), "alert" (a fatal alert), "closed" (the
-    server hung up without a word) or "garbage" (not TLS at all).  ``version`` and
-    ``cipher`` are the ServerHello's choice."""
+    server hung up without a word), "garbage" (not TLS at all), "timeout" (no answer in
+    time: unknown, never accepted) or "protocol_error" (a malformed ServerHello, or one that
+    picks what was not offered).  ``version`` and ``cipher`` are the ServerHello's choice."""
 
     outcome: str
     version: int | None = None
@@ -516,35 +517,65 @@ class _Reader:
         return out
 
 
-def _parse_server_hello(body: bytes) -> tuple[int, int, bool, int | None]:
-    """(version, cipher, is_hrr, key-share group) from a ServerHello body."""
+class Malformed(Exception):
+    """The server's answer breaks the TLS grammar (truncated or inconsistent message)."""
+
+
+# Upper bound on what one probe reads: a certificate chain of a mail server is a few KB;
+# a hostile server streaming endless handshake records must not make us buffer it all.
+MAX_ANSWER_BYTES = 256 * 1024
+
+
+def _parse_server_hello(body: bytes) -> tuple[int, int, bool, int | None, int]:
+    """(version, cipher, is_hrr, key-share group, compression) from a ServerHello body.
+
+    Every length is checked: a truncated or inconsistent ServerHello raises ``Malformed``."""
+    if len(body) < 35:
+        raise Malformed(f"truncated ServerHello ({len(body)} bytes, at least 38 needed)")
     version = struct.unpack("!H", body[0:2])[0]
     random = body[2:34]
     sid_len = body[34]
+    if sid_len > 32:
+        raise Malformed(f"ServerHello session id of {sid_len} bytes (at most 32 allowed)")
     pos = 35 + sid_len
+    if pos + 3 > len(body):
+        raise Malformed(f"truncated ServerHello ({len(body)} bytes, {pos + 3} needed)")
     cipher = struct.unpack("!H", body[pos:pos + 2])[0]
+    compression = body[pos + 2]
     pos += 3  # cipher + compression
     group = None
     if pos + 2 <= len(body):
         ext_len = struct.unpack("!H", body[pos:pos + 2])[0]
         pos += 2
-        end = min(len(body), pos + ext_len)
-        while pos + 4 <= end:
+        if pos + ext_len != len(body):
+            raise Malformed("ServerHello extensions length does not match the message")
+        end = pos + ext_len
+        while pos < end:
+            if pos + 4 > end:
+                raise Malformed("truncated extension in the ServerHello")
             kind, ln = struct.unpack("!HH", body[pos:pos + 4])
+            if pos + 4 + ln > end:
+                raise Malformed(f"ServerHello extension {kind} overruns the message")
             data = body[pos + 4:pos + 4 + ln]
             if kind == 43 and len(data) >= 2:
                 version = struct.unpack("!H", data[:2])[0]
             elif kind == 51 and len(data) >= 2:
                 group = struct.unpack("!H", data[:2])[0]
             pos += 4 + ln
-    return version, cipher, random == _HRR_RANDOM, group
+    elif pos != len(body):
+        raise Malformed("trailing byte after the ServerHello compression method")
+    return version, cipher, random == _HRR_RANDOM, group, compression
 
 
 def _parse_certificates(body: bytes) -> tuple[bytes, ...]:
+    if len(body) < 3:
+        raise Malformed("truncated Certificate message")
     total = int.from_bytes(body[0:3], "big")
     pos, end, out = 3, min(len(body), 3 + total), []
     while pos + 3 <= end:
         ln = int.from_bytes(body[pos:pos + 3], "big")
+        if pos + 3 + ln > end:
+            raise Malformed("certificate overruns the Certificate message")
         out.append(body[pos + 3:pos + 3 + ln])
         pos += 3 + ln
     return tuple(out)
@@ -570,12 +601,14 @@ def read_answer(sock: socket.socket, *, timeout: float, full: bool = False) -> H
     """Read the server's answer to a ClientHello already sent on ``sock``.
 
     With ``full`` (TLS <= 1.2) keep reading to ServerHelloDone to collect the certificate
-    chain and the ServerKeyExchange parameters; otherwise stop at the ServerHello."""
+    chain and the ServerKeyExchange parameters; otherwise stop at the ServerHello.
+    At most ``MAX_ANSWER_BYTES`` are read; a malformed answer is a "protocol_error"."""
     rd = _Reader(sock, time.monotonic() + timeout)
     hs = b""
     hello: HelloResult | None = None
     extra: dict = {}
     certs: tuple[bytes, ...] = ()
+    total = 0
     try:
         while True:
             if not rd.fill(5):
@@ -587,6 +620,9 @@ def read_answer(sock: socket.socket, *, timeout: float, full: bool = False) -> H
                     snippet = rd.buf[:40].decode("latin-1").encode("unicode_escape").decode()
                     return HelloResult("garbage", detail=f"not a TLS record: {snippet!r}")
                 break
+            total += 5 + rlen
+            if total > MAX_ANSWER_BYTES:
+                raise Malformed(f"answer longer than {MAX_ANSWER_BYTES // 1024} KiB without finishing the handshake")
             if not rd.fill(5 + rlen):
                 break
             rd.take(5)
@@ -604,25 +640,33 @@ def read_answer(sock: socket.socket, *, timeout: float, full: bool = False) -> H
             while len(hs) >= 4:
                 mtype = hs[0]
                 mlen = int.from_bytes(hs[1:4], "big")
+                if mlen > MAX_ANSWER_BYTES:
+                    raise Malformed(f"handshake message of {mlen} bytes announced")
                 if len(hs) < 4 + mlen:
                     break
                 body, hs = hs[4:4 + mlen], hs[4 + mlen:]
                 if mtype == 2 and hello is None:
-                    version, cipher, hrr, group = _parse_server_hello(body)
+                    version, cipher, hrr, group, comp = _parse_server_hello(body)
+                    if comp != 0:
+                        raise Malformed(f"ServerHello chose compression method {comp}, only 0 (none) was offered")
                     hello = HelloResult("accepted", version=version, cipher=cipher, curve=group,
                                         detail="HelloRetryRequest" if hrr else "")
                     if not full or version >= TLS1_3:
                         return hello
-                elif mtype == 11 and hello is not None:
+                elif hello is None:
+                    raise Malformed(f"handshake message type {mtype} before the ServerHello")
+                elif mtype == 11:
                     certs = _parse_certificates(body)
-                elif mtype == 12 and hello is not None:
+                elif mtype == 12:
                     extra = _parse_ske(body, hello.cipher)
-                elif mtype == 14 and hello is not None:
+                elif mtype == 14:
                     return _merge(hello, certs, extra)
     except ProbeTimeout:
         if hello is not None:
             return _merge(hello, certs, extra)
-        raise
+        return HelloResult("timeout", detail=f"no answer within {timeout:g} s")
+    except Malformed as exc:
+        return HelloResult("protocol_error", detail=str(exc))
     if hello is not None:
         return _merge(hello, certs, extra)
     return HelloResult("closed", detail="connection closed without an answer")
@@ -634,15 +678,46 @@ def _merge(hello: HelloResult, certs, extra) -> HelloResult:
     return replace(hello, certs=certs, **extra)
 
 
+def check_choice(r: HelloResult, version: int, suites) -> HelloResult:
+    """A ServerHello must pick a version no higher than asked and one of the offered suites
+    (valid for that version).  Anything else is a protocol error, never a finding: a server
+    that "accepts" a NULL suite nobody offered has not shown that it offers NULL suites."""
+    from dataclasses import replace
+
+    if not r.accepted:
+        return r
+    offered = set(suites)
+    why = None
+    if r.version not in VERSIONS:
+        why = f"ServerHello with unknown protocol version 0x{r.version:04X}"
+    elif r.version > version:
+        why = f"ServerHello for {VERSION_NAMES[r.version]} to a ClientHello that offered at most {VERSION_NAMES[version]}"
+    elif r.cipher not in offered:
+        why = f"ServerHello chose cipher {suite_name(r.cipher)}, which the ClientHello did not offer"
+    else:
+        s = SUITES.get(r.cipher)
+        if s is not None and (s.kx == "TLS13") != (r.version == TLS1_3):
+            why = f"ServerHello chose {s.name}, which is not valid for {VERSION_NAMES[r.version]}"
+        elif s is not None and r.version < TLS1_2 and (s.aead or s.name.endswith(("SHA256", "SHA384"))):
+            why = f"ServerHello chose {s.name}, which needs TLS 1.2, for {VERSION_NAMES[r.version]}"
+    if why is None:
+        return r
+    return replace(r, outcome="protocol_error", detail=why)
+
+
 def probe(sock: socket.socket, version: int, suites, *, sni: str | None = None, timeout: float = 10.0,
           full: bool = False) -> HelloResult:
     """Send one hand-built ClientHello on ``sock`` (ready for TLS) and read the answer.
 
     A ServerHello for a lower version than asked is still returned as "accepted"; callers
-    compare ``result.version`` with what they asked for."""
+    compare ``result.version`` with what they asked for.  A ServerHello that picks what was
+    not offered, or a malformed answer, is "protocol_error"; silence is "timeout"."""
+    suites = tuple(suites)
     sock.settimeout(timeout)
     try:
         sock.sendall(client_hello(version, suites, sni=sni))
+    except socket.timeout:
+        return HelloResult("timeout", detail=f"could not send the ClientHello within {timeout:g} s")
     except OSError as exc:
         return HelloResult("closed", detail=f"send failed: {exc.strerror or exc}")
-    return read_answer(sock, timeout=timeout, full=full)
+    return check_choice(read_answer(sock, timeout=timeout, full=full), version, suites)

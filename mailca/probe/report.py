@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["rank", "at_least", "Check", "CATALOG", "Finding", "finding", "PortReport", "Report", "render_text"]
+from .text import clean
+
+__all__ = ["rank", "at_least", "Check", "CATALOG", "Finding", "finding", "PortReport", "Report", "render_text", "clean"]
 
 SCHEMA = "mailca-check/1"
 
@@ -146,9 +148,13 @@ class PortReport:
     facts: dict = field(default_factory=dict)
     findings: tuple[Finding, ...] = ()
     elapsed: float = 0.0
+    # Why the audit of this port is not complete (probes without an answer, the port
+    # deadline): the findings cover only what the server answered.
+    incomplete: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         return {"port": self.port, "role": self.role, "tls": self.tls, "error": self.error,
+                "incomplete": list(self.incomplete),
                 "elapsed_seconds": round(self.elapsed, 3), **self.facts,
                 "findings": [f.to_json() for f in self.findings]}
 
@@ -175,10 +181,14 @@ class Report:
         return [p for p in self.ports if p.error]
 
     @property
+    def incomplete(self) -> list[PortReport]:
+        return [p for p in self.ports if p.incomplete and not p.error]
+
+    @property
     def exit_code(self) -> int:
         from ..errors import ExitCode
 
-        if self.errors:
+        if self.errors or self.incomplete:
             return int(ExitCode.CONNECT)
         return int(ExitCode.CHECK_FINDINGS if at_least(self.worst) else ExitCode.OK)
 
@@ -198,23 +208,24 @@ class Report:
 
 def render_text(report: Report, *, verbose: bool = False) -> str:
     """The human table: one line per finding, worst first within a port, each problem
-    followed by the setting that fixes it."""
+    followed by the setting that fixes it.  Every string that may come from the server
+    (details, errors) goes through ``clean``: no escape sequence reaches the terminal."""
     out = []
     for p in report.ports:
-        head = f"{report.host} port {p.port} ({p.role}, {'implicit TLS' if p.tls == 'implicit' else 'STARTTLS'})"
+        head = clean(f"{report.host} port {p.port} ({p.role}, {'implicit TLS' if p.tls == 'implicit' else 'STARTTLS'})")
         out.append(head)
         out.append("-" * len(head))
         if p.error:
-            out.append(f"  ERROR     {p.error}")
-            out.append("")
-            continue
+            out.append(f"  ERROR     {clean(p.error)}")
+        for why in p.incomplete:
+            out.append(f"  INCOMPLETE {clean(why)}")
         fs = sorted(p.findings, key=lambda f: -rank(f.severity))
         for f in fs:
             if f.severity == "OK" and not verbose and f.id not in ("cert.ok", "dane.match", "protocol.tls1_3",
                                                                     "tls.handshake", "smtp.auth"):
                 continue
             text = f.title + (f": {f.detail}" if f.detail else "")
-            out.append(f"  {f.severity:<9} {text}")
+            out.append(f"  {f.severity:<9} {clean(text)}")
             if f.fix:
                 out.append(f"  {'':<9}   fix: {f.fix}")
         out.append("")
@@ -225,5 +236,7 @@ def render_text(report: Report, *, verbose: bool = False) -> str:
     line = f"Worst: {report.worst}" + (f" ({summary})" if summary else "")
     if report.errors:
         line = f"{len(report.errors)} of {len(report.ports)} port(s) could not be audited; " + line
+    if report.incomplete:
+        line = f"{len(report.incomplete)} of {len(report.ports)} port(s) audited incompletely; " + line
     out.append(line + f"; {len(report.ports)} port(s) in {report.elapsed:.2f} s")
     return "\n".join(out)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from ..core.names import is_ip_literal
 from ..errors import ConnectError
+from .text import clean
 
 __all__ = ["ROLES", "DEFAULT_ROLE", "Endpoint", "SMTPClient", "open_for_tls", "TLSFailure"]
 
@@ -34,6 +35,25 @@ class Endpoint:
     port: int
     role: str = "smtp"
     timeout: float = 10.0
+    # The whole audit of the port must end by ``deadline`` (time.monotonic()); every wait is
+    # the per-step ``timeout`` cut to what is left.  ``port_deadline`` is the same in seconds.
+    deadline: float | None = None
+    port_deadline: float | None = None
+
+    def budget(self) -> float:
+        """Seconds the next network step may take; raises ``PortDeadline`` once the port's
+        deadline has passed."""
+        if self.deadline is None:
+            return self.timeout
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise PortDeadline(f"{self.label}: the audit did not finish within the port deadline of "
+                               f"{self.port_deadline:g} s (--port-deadline)")
+        return min(self.timeout, left)
+
+    @property
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
     @property
     def implicit_tls(self) -> bool:
@@ -72,10 +92,11 @@ class SMTPClient:
     def connect(self) -> socket.socket:
         ep = self.ep
         try:
-            self.sock = socket.create_connection((ep.host, ep.port), timeout=ep.timeout)
+            self.sock = socket.create_connection((ep.host, ep.port), timeout=ep.budget())
         except ConnectionRefusedError:
             raise ConnectError(f"{ep.label}: connection refused (nothing listens there?)") from None
         except socket.timeout:
+            ep.budget()  # the port deadline, if that is what ran out
             raise ConnectError(f"{ep.label}: no TCP connection within {ep.timeout:g} s") from None
         except socket.gaierror as exc:
             raise ConnectError(f"{ep.host}: cannot resolve the host name ({exc.strerror})") from None
@@ -111,6 +132,7 @@ class SMTPClient:
                 self.sock.settimeout(left)
                 data = self.sock.recv(8192)
         except socket.timeout:
+            self.ep.budget()  # the port deadline, if that is what ran out
             raise ConnectError(f"{self.ep.label}: timed out after {self.ep.timeout:g} s waiting for {what}"
                                + (" (is this an SMTP port?)" if what == "the SMTP greeting" else "")) from None
         except ConnectionResetError:
@@ -126,7 +148,7 @@ class SMTPClient:
             if self.tls is not None:
                 self.tls.sendall(data)
             else:
-                self.sock.settimeout(self.ep.timeout)
+                self.sock.settimeout(self.ep.budget())
                 self.sock.sendall(data)
         except OSError as exc:
             raise ConnectError(f"{self.ep.label}: connection lost sending {line.split()[0]} "
@@ -136,7 +158,7 @@ class SMTPClient:
     def read_reply(self, what: str = "reply") -> Reply:
         lines: list[str] = []
         code = None
-        deadline = time.monotonic() + self.ep.timeout
+        deadline = time.monotonic() + self.ep.budget()
         while True:
             while b"\n" not in self._buf:
                 if len(self._buf) > _MAX_LINE:
@@ -171,7 +193,7 @@ class SMTPClient:
     def banner(self) -> Reply:
         r = self.read_reply("the SMTP greeting")
         if r.code != 220:
-            raise ConnectError(f"{self.ep.label}: server refused the session ({r.code} {r.text})")
+            raise ConnectError(f"{self.ep.label}: server refused the session ({r.code} {clean(r.text, 200)})")
         return r
 
     def ehlo(self) -> tuple[Reply, dict[str, str]]:
@@ -184,7 +206,7 @@ class SMTPClient:
         literal = f"[IPv6:{local}]" if ":" in local else f"[{local}]"
         r = self.command(f"EHLO {literal}", "the EHLO reply")
         if r.code != 250:
-            raise ConnectError(f"{self.ep.label}: EHLO refused ({r.code} {r.text})")
+            raise ConnectError(f"{self.ep.label}: EHLO refused ({r.code} {clean(r.text, 200)})")
         ext: dict[str, str] = {}
         for line in r.lines[1:]:
             parts = line.strip().split(None, 1)
@@ -201,7 +223,7 @@ class SMTPClient:
     def starttls(self) -> None:
         r = self.command("STARTTLS", "the STARTTLS reply")
         if r.code != 220:
-            raise ConnectError(f"{self.ep.label}: STARTTLS refused ({r.code} {r.text})")
+            raise ConnectError(f"{self.ep.label}: STARTTLS refused ({r.code} {clean(r.text, 200)})")
         if self._buf:
             # Data pipelined after the 220 would be a plaintext-injection hole; drop it.
             self._buf = b""
@@ -274,7 +296,7 @@ class TLSChannel:
         from OpenSSL import SSL
 
         if deadline is None:
-            deadline = time.monotonic() + self.ep.timeout
+            deadline = time.monotonic() + self.ep.budget()
         while True:
             try:
                 return fn()
@@ -289,6 +311,7 @@ class TLSChannel:
         try:
             self._run(self.conn.do_handshake, "the TLS handshake")
         except socket.timeout:
+            self.ep.budget()  # the port deadline, if that is what ran out
             raise ConnectError(f"{self.ep.label}: TLS handshake stalled (no answer within "
                                f"{self.ep.timeout:g} s)") from None
         except SSL.SysCallError as exc:
@@ -339,6 +362,10 @@ class TLSChannel:
     @property
     def cipher(self) -> str:
         return self.conn.get_cipher_name()
+
+
+class PortDeadline(ConnectError):
+    """The port's overall deadline ran out (a tarpit, or a server too slow to audit)."""
 
 
 class TLSFailure(ConnectError):
