@@ -110,6 +110,7 @@ def snapshot(directory: Path) -> dict:
 class CAHandle:
     dir: Path
     domains: tuple[str, ...]
+    env: dict | None = None  # the environment of every run (default: base_env(), clock T0)
 
     @property
     def root(self) -> Path:
@@ -124,6 +125,8 @@ class CAHandle:
         return self.dir / "ca" / "intermediate.key"
 
     def run(self, *args, **kw):
+        if self.env is not None:
+            kw.setdefault("env", self.env)
         return run(["--dir", self.dir, *args], **kw)
 
     def ok(self, *args, **kw):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import make_ca, require
+from conftest import base_env, make_ca, require
 from dns_harness import DnsHarness
 from postfix_harness import PostfixServer
 
@@ -79,6 +79,9 @@ def test_zero_deferred_through_renewal_rekey_and_intermediate_renewal(tmp_path):
     for t in ("knotd", "unbound", "postfix", "sendmail", "unshare"):
         require(t)
     ca = make_ca(tmp_path / "store", "example.org")
+    # The DNS gate of this test waits in real time (TTL 5 s on a real Knot + unbound), so every
+    # later command reads the real clock; the CA was made at T0, a moment before.
+    ca.env = base_env(MAILCA_NOW=None)
     ca.issue(HOST)
     live = ca.live(HOST)
     with DnsHarness(tmp_path / "dns", "example.org", ttl=int(TTL), mx_addr=MX_ADDR) as dnsz:
