@@ -152,6 +152,7 @@ class Store:
         self._intent: set[str] = set()
         #: refuse a store someone else can steer (doctor turns it off to report instead)
         self.guarded = True
+        self._guard_passed = False  # check_store passed for this object (see guard)
         self.notes: list[str] = []  # what recovery ignored (shown as warnings by the CLI)
 
     # ----------------------------------------------------------------- layout
@@ -190,8 +191,17 @@ class Store:
 
     def guard(self) -> bool:
         """Refuse a store whose directories are owned by another user or writable by others,
-        or that holds symlinks where mailca keeps real files (see :mod:`.fsguard`)."""
-        return fsguard.check_store(self.path) if self.guarded else self.path.exists()
+        or that holds symlinks where mailca keeps real files (see :mod:`.fsguard`).
+
+        A store that passed is not walked again by this Store object (``require_ca`` and
+        ``lock`` both guard, a command calls both): once its directories are the caller's or
+        root's and writable by no one else, nobody else can change that.  Paths inside it are
+        still checked on every open (``fsguard.check_components``)."""
+        if not self.guarded:
+            return self.path.exists()
+        if not self._guard_passed:
+            self._guard_passed = fsguard.check_store(self.path)
+        return self._guard_passed
 
     def ensure_dir(self, path: str | os.PathLike, mode: int = DIR_MODE, *, durable: bool = False) -> None:
         """Create a directory inside the store, never through a link."""
