@@ -64,13 +64,12 @@ def mkcert_per_cert(tmp: Path, runs: int) -> float:
     return statistics.median(times)
 
 
-def batch_per_cert(m: list[str], env: dict, tmp: Path, n: int, runs: int) -> float:
+def batch_per_cert(tmp: Path, n: int, runs: int) -> float:
     """Per-certificate wall time of one `mailca issue --batch` of n hosts (median of runs)."""
     out = []
     for r in range(runs):
         store = tmp / f"batch-store-{r}"
-        subprocess.run([*m, "--dir", str(store), "init", "--domain", "example.org"], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        m, env = init_store(store)
         f = tmp / f"batch-{r}.txt"
         f.write_text("".join(f"b{i}.example.org smtp{i}.example.org\n" for i in range(n)))
         out.append(time_once([*m, "--dir", str(store), "issue", "--batch", str(f)], env=env) / n)
@@ -102,7 +101,7 @@ def main() -> int:
         )
         easy = easyrsa_per_cert(tmp, args.easyrsa_runs)
         mkc = mkcert_per_cert(tmp, args.mkcert_runs)
-        per_batch = batch_per_cert(m, env, tmp, args.batch_size, 3)
+        per_batch = batch_per_cert(tmp, args.batch_size, 3)
         rows = [
             {"name": "mailca issue (ECDSA P-256) vs import cryptography.x509", "value_s": t["issue"], "anchor_s": t["x509"],
              "anchor": "python -c 'import cryptography.x509'", "target": 1.5},

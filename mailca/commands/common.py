@@ -27,6 +27,14 @@ def passphrase_option(f):
     )(f)
 
 
+def ns_port_option(f):
+    """``--ns-port``: where the DNS gate asks the zone's authoritative servers (rekey, renew, dane rotate)."""
+    return click.option(
+        "--ns-port", default=53, show_default=True, type=click.IntRange(1, 65535), envvar="MAILCA_DNS_NS_PORT",
+        help="Port of the zone's authoritative servers (the gate asks each one directly).",
+    )(f)
+
+
 def get_store(store_dir: str | None):
     from ..storage.store import open_store
 

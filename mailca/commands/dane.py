@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, get_store, store_option
+from .common import emit_json, get_store, ns_port_option, store_option
 
 
 class _DefaultShow(click.Group):
@@ -201,8 +201,7 @@ def _parse_every(text: str) -> int:
 @click.option("--zone", default=None, metavar="ZONE", help="The zone to update (default: from the server's SOA).")
 @click.option("--resolver", required=True, metavar="ADDR[@PORT]", envvar="MAILCA_DNS_RESOLVER",
               help="Validating resolver for the DNS gate.")
-@click.option("--ns-port", default=53, show_default=True, type=click.IntRange(1, 65535), envvar="MAILCA_DNS_NS_PORT",
-              help="Port of the zone's authoritative servers.")
+@ns_port_option
 @click.option("--deploy-hook", "hooks", multiple=True, metavar="CMD", help="Run after a commit (argv, no shell), e.g. 'postfix reload'.")
 def rotate_cmd(store_dir, host, ports, usage, ta, ta_selector, ttl, every, server, tsig_key_file, zone, resolver, ns_port,
                hooks):

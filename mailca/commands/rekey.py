@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, get_store, json_option, store_option, warn
+from .common import emit_json, get_store, json_option, ns_port_option, store_option, warn
 
 
 @click.command("rekey", short_help="Replace a host's key safely for DANE (stage, publish, commit).")
@@ -18,8 +18,7 @@ from .common import emit_json, get_store, json_option, store_option, warn
 @click.option("--resolver", default=None, metavar="ADDR[@PORT]", envvar="MAILCA_DNS_RESOLVER",
               help="Validating resolver for the DNS gate (env MAILCA_DNS_RESOLVER); without it --commit uses the time "
                    "'mailca dane' first printed the record.")
-@click.option("--ns-port", default=53, show_default=True, type=click.IntRange(1, 65535), envvar="MAILCA_DNS_NS_PORT",
-              help="Port of the zone's authoritative servers (the gate asks each one directly).")
+@ns_port_option
 @click.option("--port", "ports", multiple=True, metavar="N", help="TLSA owner port(s) the gate checks (default 25).")
 @json_option
 def cli(store_dir, host, action, key_types, force, resolver, ns_port, ports, as_json):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, get_store, json_option, store_option, warn
+from .common import emit_json, get_store, json_option, ns_port_option, store_option, warn
 
 
 @click.command("renew", short_help="Renew the certificates that are due (run it from cron or a systemd timer).")
@@ -23,8 +23,7 @@ from .common import emit_json, get_store, json_option, store_option, warn
 @click.option("--resolver", default=None, metavar="ADDR[@PORT]", envvar="MAILCA_DNS_RESOLVER",
               help="DNS gate (docs/dane.md): hold back a renewal that changes the served chain or key until every "
                    "authoritative server and this validating resolver serve a matching TLSA record for 2 x TTL.")
-@click.option("--ns-port", default=53, show_default=True, type=click.IntRange(1, 65535), envvar="MAILCA_DNS_NS_PORT",
-              help="Port of the zone's authoritative servers (the gate asks each one directly).")
+@ns_port_option
 @click.option("--dane-port", "dane_ports", multiple=True, metavar="N", help="TLSA owner port(s) the gate checks (default 25).")
 @json_option
 def cli(store_dir, names, all_, days_before, new_key, force, hooks, dry_run, quiet, resolver, ns_port, dane_ports, as_json):
