@@ -187,7 +187,12 @@ def test_zero_deferred_through_renewal_rekey_and_intermediate_renewal(tmp_path):
                                    timeout=30)
                 assert p.returncode == 0, p.stderr
                 dnsz.flush_resolver()
-                time.sleep(int(TTL) + 1)  # the sender's smtp processes cache TLSA answers for their TTL
+                # Postfix's smtp processes keep a TLSA answer for TTL + 1 s and compare whole
+                # seconds (tls_dane.c), so TTL + 1 s of sleep was a coin toss (CI saw a Verified
+                # delivery against the wrong record): wait TTL + 3 s, and reload the sender so
+                # the next smtp process starts with no cached TLSA at all.
+                time.sleep(int(TTL) + 3)
+                sender.reload()
                 chk = ca.run("check", "--dane", "example.org", "--resolver", dnsz.resolver, "--json")
                 assert chk.returncode == 5 and json.loads(chk.stdout)["status"] == "CRITICAL", chk.stdout
                 subprocess.run(["sendmail", "-C", str(sender.config_dir), "-f", "probe@sender.example.test",
