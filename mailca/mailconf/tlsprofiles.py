@@ -20,7 +20,7 @@ PROTOCOLS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 GRADES = ("high", "medium")
 # OpenSSL cipher-string classes a profile may exclude
 EXCLUDABLE = ("aNULL", "eNULL", "EXPORT", "LOW", "DES", "3DES", "RC4", "MD5", "SHA1", "kRSA", "PSK", "SRP",
-              "CAMELLIA", "SEED", "IDEA", "aDSS", "kDHE")
+              "CAMELLIA", "SEED", "IDEA", "aDSS", "kDHE", "AESCCM8")
 PACKAGED = {"strict": "tls-strict", "intermediate": "tls-intermediate"}
 
 

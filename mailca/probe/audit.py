@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from ..errors import ConnectError
 from . import hello as H
+from . import tlsfeatures
 from .report import Finding, PortReport, Report, finding
 from .smtp import Endpoint, PortDeadline, SMTPClient, TLSFailure, open_for_tls
 
@@ -321,6 +322,7 @@ def audit_port(ep: Endpoint, opts: Options) -> PortReport:
         if facts.get("starttls") is False:
             return PortReport(ep.port, ep.role, tls, None, facts, tuple(fs), time.monotonic() - t0)
         pr = None
+        feat = tlsfeatures.start(ep, opts.name)  # issue #13 A: runs beside the probes below
         try:
             with ThreadPoolExecutor(max_workers=opts.workers) as pool:
                 pr = Prober(ep, opts, pool)
@@ -343,6 +345,10 @@ def audit_port(ep: Endpoint, opts: Options) -> PortReport:
                                             tlsa=list(opts.tlsa), now=opts.now or utcnow())
             facts["certificate"] = cfacts
             fs.extend(cfs)
+        facts["tls_features"], ffs = feat.finish(port=ep.port, name=opts.name, chain=chain,
+                                                 chain_facts=facts.get("certificate", {}).get("chain", []),
+                                                 timeout=max(ep.deadline - time.monotonic(), 0) if ep.deadline else 60)
+        fs.extend(ffs)
         if error is None and "tls" in facts and "error" not in facts["tls"]:
             t = facts["tls"]
             fs.append(finding("tls.handshake", f"{t['version']} {t['cipher']}"
