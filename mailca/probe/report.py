@@ -123,9 +123,9 @@ _FIX_SUITES = ("Postfix: tls_high_cipherlist = ECDHE+AESGCM:ECDHE+CHACHA20 with 
 _FIX_GROUPS = ("Postfix: tls_eecdh_auto_curves = X25519 X448 prime256v1 secp521r1 secp384r1 (Postfix >= 3.8: "
                "tls_ffdhe_auto_groups = ffdhe3072 ffdhe4096, or empty); Dovecot: ssl_curve_list = "
                "X25519:X448:P-256:P-384:P-521")
-_FIX_DH = ("Postfix: smtpd_tls_dh1024_param_file = auto (Postfix >= 3.7 with OpenSSL 3: an RFC 7919 group) -- "
-           "or drop DHE: smtpd_tls_exclude_ciphers = kDHE (ECDHE remains); Dovecot: ssl_dh = a file from "
-           "'openssl genpkey -genparam -algorithm DH -pkeyopt group:ffdhe3072'")
+_FIX_DH = ("Postfix: smtpd_tls_dh1024_param_file = a file from 'openssl genpkey -genparam -algorithm DH -pkeyopt "
+           "group:ffdhe3072' (\"auto\" lets OpenSSL 3 pick, and it picks the RFC 3526 MODP group, not an RFC 7919 "
+           "one), or drop DHE: smtpd_tls_exclude_ciphers = kDHE (ECDHE remains); Dovecot: ssl_dh = that file")
 
 _TLS_FEATURE_CHECKS = (
     Check("ncsc.suite_insufficient", "MEDIUM", "cipher suites rated insufficient by NCSC-NL (internet.nl)", _FIX_SUITES),

@@ -325,11 +325,15 @@ class _Scan:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        try:
-            ctx.set_ciphers("ALL:COMPLEMENTOFALL:@SECLEVEL=0")
-            ctx.minimum_version = ssl.TLSVersion.TLSv1
-        except (ssl.SSLError, ValueError):
-            pass
+        import warnings
+
+        with warnings.catch_warnings():  # TLS 1.0 is deprecated: we audit, the server decides
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                ctx.set_ciphers("ALL:COMPLEMENTOFALL:@SECLEVEL=0")
+                ctx.minimum_version = ssl.TLSVersion.TLSv1
+            except (ssl.SSLError, ValueError):
+                pass
         if max12:
             ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         if not tickets:
@@ -442,26 +446,27 @@ class _Scan:
         openssl = shutil.which("openssl")
         if openssl is None:
             return {}
-        base = [openssl, "s_client", "-connect", f"{_hostport(self.ep)}", "-tls1_3", "-ign_eof"]
+        base = [openssl, "s_client", "-connect", f"{_hostport(self.ep)}", "-tls1_3"]
         if not self.ep.implicit_tls:
             base += ["-starttls", "smtp"]
         base += ["-servername", self.sni] if self.sni and not is_ip_literal(self.sni) else ["-noservername"]
         with tempfile.TemporaryDirectory(prefix="mailca-0rtt-") as tmp:
             sess = os.path.join(tmp, "sess.pem")
-            r = _run(base + ["-sess_out", sess], b"QUIT\r\n", self.ep.budget())
-            if r is None or not os.path.exists(sess):
+            # The ticket arrives after the handshake; s_client writes it to -sess_out then.
+            out = _s_client(base + ["-sess_out", sess], self.ep.budget(), lambda text: _complete(sess))
+            if out is None or not _complete(sess):
                 return {}
-            max_early = _max_early(r)
-            if max_early is None:
-                info = _run([openssl, "sess_id", "-in", sess, "-noout", "-text"], b"", self.ep.budget())
-                max_early = _max_early(info or "")
+            info = _s_client([openssl, "sess_id", "-in", sess, "-noout", "-text"], self.ep.budget(),
+                             lambda text: "Max Early Data" in text)
+            max_early = _max_early(info or "")
             out = {"max_early_data": max_early or 0, "accepted": False}
             if not max_early:
                 return out
             ed = os.path.join(tmp, "early.txt")
             with open(ed, "wb") as fh:
                 fh.write(b"EHLO mailca-check.invalid\r\n")
-            r2 = _run(base + ["-sess_in", sess, "-early_data", ed], b"QUIT\r\n", self.ep.budget())
+            r2 = _s_client(base + ["-sess_in", sess, "-early_data", ed], self.ep.budget(),
+                           lambda text: "Early data was" in text)
             out["accepted"] = bool(r2 and "Early data was accepted" in r2)
             return out
 
@@ -470,12 +475,56 @@ def _hostport(ep: Endpoint) -> str:
     return f"[{ep.host}]:{ep.port}" if ":" in ep.host else f"{ep.host}:{ep.port}"
 
 
-def _run(argv: list[str], stdin: bytes, timeout: float) -> str | None:
+def _s_client(argv: list[str], timeout: float, done) -> str | None:
+    """Run ``openssl s_client`` (stdin kept open, so it does not hang up first) until
+    ``done(output so far)`` or ``timeout``; its output, or None if it could not run."""
+    import select
+
     try:
-        r = subprocess.run(argv, input=stdin, capture_output=True, timeout=max(timeout, 0.5))
-    except (subprocess.TimeoutExpired, OSError):
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    except OSError:
         return None
-    return r.stdout.decode("latin-1", "replace")
+    out = b""
+    end = time.monotonic() + max(timeout, 0.5)
+    try:
+        while len(out) < 256 * 1024:
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            r, _, _ = select.select([proc.stdout], [], [], min(left, 0.05))
+            if r:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                out += chunk
+            text = out.decode("latin-1")
+            if done(text):
+                # EOF on stdin: s_client sends close_notify; a session whose connection was
+                # cut without one is not resumable (OpenSSL drops it from the server cache).
+                proc.stdin.close()
+                try:
+                    proc.wait(min(max(end - time.monotonic(), 0.1), 2.0))
+                except subprocess.TimeoutExpired:
+                    pass
+                return text
+            if not r and proc.poll() is not None:
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for f in (proc.stdin, proc.stdout):
+            if not f.closed:
+                f.close()
+    return out.decode("latin-1")
+
+
+def _complete(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read().rstrip().endswith(b"-----END SSL SESSION PARAMETERS-----")
+    except OSError:
+        return False
 
 
 def _max_early(text: str) -> int | None:
