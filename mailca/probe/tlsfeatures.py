@@ -56,7 +56,7 @@ SCSV_FALLBACK = 0x5600
 # Group probes: every group of ncsc.GROUP_NAMES except the TLS 1.3-only brainpool aliases.
 PROBE_GROUPS = tuple(g for g in ncsc.GROUP_NAMES if g not in (31, 32, 33))
 _CHUNK = 12          # cipher-suite enumeration: suites per parallel chain
-_WORKERS = 6
+_WORKERS = 8
 MAX_FLIGHT_BYTES = 256 * 1024
 
 # --- ClientHello with every knob -------------------------------------------------------
@@ -544,7 +544,12 @@ def _collect(ep: Endpoint, sni: str | None) -> dict:
         sc = _Scan(ep, sni, pool)
         legacy = tuple(c for c in H.ALL_SUITES)
         fs_suites = tuple(c for c in H.FS_SUITES)
-        jobs = {
+        jobs: dict = {"early": pool.submit(sc.early_data)}  # three processes in a row: first
+        # The enumeration chains are the longest (one connection per accepted suite): first.
+        chunks = [legacy[i:i + _CHUNK] for i in range(0, len(legacy), _CHUNK)]
+        for i, ch in enumerate(chunks):
+            jobs[("suites", i)] = pool.submit(sc.enumerate, H.TLS1_2, ch)
+        jobs.update({
             "base13": pool.submit(sc.hello, H.TLS1_3, H.TLS13_SUITES),
             "base12": pool.submit(sc.hello, H.TLS1_2, legacy, full=True),
             "base11": pool.submit(sc.hello, H.TLS1_1, legacy),
@@ -556,15 +561,11 @@ def _collect(ep: Endpoint, sni: str | None) -> dict:
             "reneg": pool.submit(sc.client_renegotiation),
             "res_id": pool.submit(sc.resumption, tickets=False),
             "res_ticket": pool.submit(sc.resumption, tickets=True),
-            "early": pool.submit(sc.early_data),
             "nosni": pool.submit(sc.no_sni_leaf),
             "suites13": pool.submit(sc.enumerate, H.TLS1_3, H.TLS13_SUITES),
-        }
+        })
         for g in PROBE_GROUPS:
             jobs[("g13", g)] = pool.submit(sc.hello, H.TLS1_3, H.TLS13_SUITES, groups=(g,), key_share=False)
-        chunks = [legacy[i:i + _CHUNK] for i in range(0, len(legacy), _CHUNK)]
-        for i, ch in enumerate(chunks):
-            jobs[("suites", i)] = pool.submit(sc.enumerate, H.TLS1_2, ch)
         out = {k: f.result() for k, f in jobs.items()}
         # A TLS 1.2-only server: its ECDHE curves, one per probe.
         if not (out["base13"].accepted and out["base13"].version == H.TLS1_3):

@@ -32,7 +32,7 @@ import pytest
 
 from conftest import make_ca, require, run, tool
 from postfix_harness import PostfixServer, free_port
-from test_check_live import _ports, strict  # noqa: F401  (the hardened Postfix fixture)
+from test_check_live import _ports, strict, weak, weak_report  # noqa: F401  (module fixtures)
 
 pytestmark = pytest.mark.interop
 
@@ -297,3 +297,32 @@ def test_hardened_postfix_has_none(strict):  # noqa: F811
             {"tls.client_renegotiation", "tls.no_ems", "tls.early_data", "tls.compression",
              "tls.no_secure_renegotiation", "tls.no_fallback_scsv", "kex.dh_custom", "kex.rsa",
              "ncsc.suite_insufficient", "kex.group_insufficient"})
+
+
+def test_weak_postfix_features(weak_report):  # noqa: F811
+    """The weak Postfix of test_check_live (TLS 1.0+, ALL:eNULL:@SECLEVEL=0, Oakley group 2)."""
+    rep, _ = weak_report
+    smtp = rep["ports"][0]
+    feat, ids = smtp["tls_features"], {f["id"]: f for f in smtp["findings"]}
+    # NCSC ratings per suite: the NULL, anonymous and static-RSA suites are named one by one.
+    bad = set(feat["ncsc_suites"]["insufficient"])
+    assert {"TLS_RSA_WITH_NULL_SHA256", "TLS_DH_anon_WITH_AES_128_GCM_SHA256", "TLS_RSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"} <= bad
+    assert "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" in feat["ncsc_suites"]["sufficient"]
+    assert "TLS_AES_256_GCM_SHA384" in feat["ncsc_suites"]["good"] and feat["suites_complete"] is True
+    assert ids["ncsc.suite_insufficient"]["severity"] == "MEDIUM" and ids["kex.rsa"]["severity"] == "MEDIUM"
+    # Oakley group 2 is well known (LOGJAM's favourite), recognised by its prime, and no RFC 7919 group.
+    assert feat["dhe_group"] == {"bits": 1024, "generator": 2, "group": "RFC 2409 Oakley group 2 (1024-bit MODP)",
+                                 "ncsc": "insufficient"}
+    assert "Oakley group 2" in ids["kex.dh_custom"]["detail"]
+    # @SECLEVEL=0: the server signs its key exchange with SHA-1 when that is all the client offers.
+    assert feat["kex_sha1"] is True and ids["kex.sha1"]["severity"] == "LOW"
+    # TLS 1.0 ... 1.3 on offer, and a flagged fallback is refused (OpenSSL honours the SCSV).
+    assert feat["fallback_scsv"] is True and "tls.no_fallback_scsv" not in ids
+    # The wrong certificate is the same with and without SNI: cert.hostname says it once.
+    assert feat["no_sni_certificate"] == {"same_as_sni": True, "matches_name": False, "subject": "CN=wrong.example.com"}
+    assert "cert.no_sni_mismatch" not in ids and "cert.hostname" in ids
+    assert feat["ncsc_chain"] == [{"subject": "CN=wrong.example.com", "key": "phase-out", "signature_hash": "good"}]
+    for fid in ("tls.client_renegotiation", "tls.no_ems", "tls.early_data", "tls.compression",
+                "tls.no_secure_renegotiation"):
+        assert fid not in ids, fid
