@@ -139,8 +139,8 @@ _TLS_FEATURE_CHECKS = (
     Check("kex.dh_ffdhe2048", "LOW", "DHE with ffdhe2048 (NCSC-NL 2025 / internet.nl: insufficient; use ffdhe3072+)",
      _FIX_DH),
     Check("kex.sha1", "LOW", "key exchange signed with SHA-1 when the client offers only SHA-1 (internet.nl: bad)",
-     "Postfix: remove @SECLEVEL=0 from tls_*_cipherlist (OpenSSL 3 refuses SHA-1 signatures at level 1+); "
-     "Dovecot: ssl_cipher_list without @SECLEVEL=0"),
+     "Postfix: tls_high_cipherlist = aNULL:-aNULL:HIGH:@STRENGTH:@SECLEVEL=2 ('mailca postfix --profile strict' "
+     "sets it); Dovecot: ssl_cipher_list = ...:@SECLEVEL=2"),
     Check("tls.compression", "HIGH", "TLS compression accepted (CRIME)",
      "Postfix: tls_ssl_options = NO_COMPRESSION; Dovecot: ssl_options = no_compression (OpenSSL >= 1.1.0 "
      "builds without zlib have none)"),

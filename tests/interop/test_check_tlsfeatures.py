@@ -293,10 +293,14 @@ def test_hardened_postfix_has_none(strict):  # noqa: F811
         assert feat["ncsc_suites"]["insufficient"] == [] and feat["rsa_key_exchange"] is False
         assert feat["groups"] and all(r_ == "good" for r_ in feat["groups"].values()), feat["groups"]
         assert feat["suites_complete"] is True and feat["groups_complete"] is True
+        # internet.nl's kex_hash_func, cert_pubkey and cert_signature subtests.
+        assert feat["kex_sha1"] is False  # security_level = 2 in the strict profile
+        assert feat["ncsc_chain"] and all(c["key"] == "good" for c in feat["ncsc_chain"]), feat["ncsc_chain"]
+        assert all(c["signature_hash"] in ("good", None) for c in feat["ncsc_chain"]), feat["ncsc_chain"]
         assert {f["id"] for f in p["findings"]}.isdisjoint(
             {"tls.client_renegotiation", "tls.no_ems", "tls.early_data", "tls.compression",
              "tls.no_secure_renegotiation", "tls.no_fallback_scsv", "kex.dh_custom", "kex.rsa",
-             "ncsc.suite_insufficient", "kex.group_insufficient"})
+             "ncsc.suite_insufficient", "kex.group_insufficient", "kex.sha1"})
 
 
 def test_weak_postfix_features(weak_report):  # noqa: F811
