@@ -180,5 +180,8 @@ def test_default_server(default):
     assert "kex.dh_custom" in ids and "kex.dh_ffdhe2048" not in ids
     assert [f.detail for f in fs if f.id == "kex.dh_custom"] == ["TLS 1.2 DHE uses the well-known RFC 3526 2048-bit MODP"]
     # OpenSSL's default TLS 1.3 groups include ffdhe2048: insufficient per NCSC-NL.
-    assert facts["groups"]["ffdhe2048"] == "insufficient" and "kex.group_insufficient" in ids
+    # Supported but never picked for a usual offer: LOW, not MEDIUM.
+    assert facts["groups"]["ffdhe2048"] == "insufficient" and facts["preferred_group"] == "x25519"
+    assert [(f.severity, f.detail) for f in fs if f.id == "kex.group_insufficient"] == [
+        ("LOW", "ffdhe2048 (supported; the server picks x25519 when a client offers the usual groups)")]
     assert "X25519MLKEM768" not in facts["groups"]  # OpenSSL 3.0 has no ML-KEM

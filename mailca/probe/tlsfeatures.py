@@ -56,7 +56,7 @@ SCSV_FALLBACK = 0x5600
 # Group probes: every group of ncsc.GROUP_NAMES except the TLS 1.3-only brainpool aliases.
 PROBE_GROUPS = tuple(g for g in ncsc.GROUP_NAMES if g not in (31, 32, 33))
 _CHUNK = 12          # cipher-suite enumeration: suites per parallel chain
-_WORKERS = 8
+_WORKERS = 4
 MAX_FLIGHT_BYTES = 256 * 1024
 
 # --- ClientHello with every knob -------------------------------------------------------
@@ -631,10 +631,24 @@ def evaluate(raw: dict, *, port: int, name: str | None, chain: list[bytes], chai
                 groups[ncsc.GROUP_NAMES[g]] = ncsc.rate_group(g)
     facts["groups"] = groups
     facts["groups_complete"] = not groups_unknown
+    # The group the server picks for a client offering the usual list (X25519 first, the
+    # NIST curves, ffdhe): MEDIUM if that one is insufficient, as internet.nl rates the key
+    # exchange it gets.  A weak group that is merely supported (a client must offer nothing
+    # better to get it) is LOW -- OpenSSL 3's default TLS 1.3 list includes ffdhe2048.
+    chosen = None
+    if has13:
+        chosen = b13.group
+    elif legacy:
+        chosen = _ske_params(b12.ske, b12.cipher).get("curve")
+    facts["preferred_group"] = ncsc.GROUP_NAMES.get(chosen, chosen) if chosen is not None else None
     bad = [g for g, r in groups.items() if r == ncsc.INSUFFICIENT]
     po = [g for g, r in groups.items() if r == ncsc.PHASE_OUT]
     if bad:
-        fs.append(finding("kex.group_insufficient", ", ".join(bad), port=port))
+        picked = facts["preferred_group"] in bad
+        fs.append(finding("kex.group_insufficient", ", ".join(bad) + (
+            f" (the server picks {facts['preferred_group']} when a client offers the usual groups)" if picked else
+            f" (supported; the server picks {facts['preferred_group']} when a client offers the usual groups)"),
+            port=port, severity=None if picked else "LOW"))
     if po:
         fs.append(finding("kex.group_phase_out", ", ".join(po), port=port))
 
