@@ -349,6 +349,9 @@ def audit_port(ep: Endpoint, opts: Options) -> PortReport:
                                                  chain_facts=facts.get("certificate", {}).get("chain", []),
                                                  timeout=max(ep.deadline - time.monotonic(), 0) if ep.deadline else 60)
         fs.extend(ffs)
+        if facts["tls_features"].get("unanswered"):
+            miss = facts["tls_features"]["unanswered"]
+            incomplete.append(f"{len(miss)} TLS feature probe(s) got no answer, those items are unknown (first: {miss[0]})")
         if error is None and "tls" in facts and "error" not in facts["tls"]:
             t = facts["tls"]
             fs.append(finding("tls.handshake", f"{t['version']} {t['cipher']}"

@@ -285,9 +285,16 @@ class _Scan:
     def __init__(self, ep: Endpoint, sni: str | None, pool: ThreadPoolExecutor):
         self.ep, self.sni, self.pool = ep, sni, pool
         self.count = 0
+        self.unanswered: list[str] = []  # list.append is atomic: the workers share it
 
     def hello(self, version: int, suites, *, full: bool = False, **kw) -> Flight:
         self.count += 1
+        f = self._hello(version, suites, full=full, **kw)
+        if f.outcome in ("timeout", "noconnect"):
+            self.unanswered.append(f"{H.VERSION_NAMES[version]} ClientHello ({len(suites)} suites): {f.detail}")
+        return f
+
+    def _hello(self, version: int, suites, *, full: bool = False, **kw) -> Flight:
         try:
             sock = open_for_tls(self.ep)
         except ConnectError as exc:
@@ -575,6 +582,7 @@ def _collect(ep: Endpoint, sni: str | None) -> dict:
             for g, f in g12.items():
                 out[("g12", g)] = f.result()
         out["_count"] = sc.count
+        out["_unanswered"] = list(sc.unanswered)
     return out
 
 
@@ -587,7 +595,7 @@ def evaluate(raw: dict, *, port: int, name: str | None, chain: list[bytes], chai
     known = lambda f: f.outcome not in ("timeout", "noconnect")  # noqa: E731
     has13 = b13.accepted and b13.version == H.TLS1_3
     legacy = b12.version if b12.accepted and b12.version in H.VERSION_NAMES and b12.version < H.TLS1_3 else None
-    facts: dict = {"probes": raw.get("_count", 0)}
+    facts: dict = {"probes": raw.get("_count", 0), "unanswered": raw.get("_unanswered", [])}
 
     # Cipher suites with their NCSC rating.
     suites: list[int] = []
