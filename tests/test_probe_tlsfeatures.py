@@ -185,3 +185,67 @@ def test_default_server(default):
     assert [(f.severity, f.detail) for f in fs if f.id == "kex.group_insufficient"] == [
         ("LOW", "ffdhe2048 (supported; the server picks x25519 when a client offers the usual groups)")]
     assert "X25519MLKEM768" not in facts["groups"]  # OpenSSL 3.0 has no ML-KEM
+
+
+# --- what no stock server does any more: a purpose-built pre-2010 TLS 1.2 stack ---------------
+
+def _pre_rfc5746_stack(cert_der: bytes):
+    """An on_probe hook for tests/test_probe_hostile.py's Hostile server: hand-built TLS 1.2
+    ClientHellos get the answer of an old TLS stack -- it picks the first offered suite, takes
+    DEFLATE when offered, knows neither renegotiation_info (RFC 5746) nor TLS_FALLBACK_SCSV,
+    but does Extended Master Secret; TLS 1.3 and older versions go to the real TLS server."""
+    import struct
+
+    def answer(sock, hello):
+        if hello["asked"] != 0x0303 or 43 in hello["exts"]:
+            return True
+        data = sock.recv(65536)
+        body = data[9:]
+        pos = 34
+        pos += 1 + body[pos]
+        pos += 2 + struct.unpack("!H", body[pos:pos + 2])[0]
+        comps = body[pos + 1:pos + 1 + body[pos]]
+        cipher = next(s for s in hello["suites"] if s != 0x5600)
+        exts = struct.pack("!HH", 23, 0)  # EMS, and no 0xff01
+        sh = (struct.pack("!H", 0x0303) + b"\x22" * 32 + b"\x00" + struct.pack("!HB", cipher, 1 if 1 in comps else 0)
+              + struct.pack("!H", len(exts)) + exts)
+        certs = len(cert_der).to_bytes(3, "big") + cert_der
+        msgs = [b"\x02" + len(sh).to_bytes(3, "big") + sh,
+                b"\x0b" + (len(certs) + 3).to_bytes(3, "big") + len(certs).to_bytes(3, "big") + certs,
+                b"\x0e\x00\x00\x00"]
+        sock.sendall(b"".join(struct.pack("!BHH", 22, 0x0303, len(m)) + m for m in msgs))
+        return None
+
+    return answer
+
+
+def test_compression_and_no_secure_renegotiation_on_an_old_stack(tmp_path):
+    """mailca check end to end: TLS compression (HIGH), no secure renegotiation (HIGH) and no
+    TLS_FALLBACK_SCSV (MEDIUM) are reported, from the raw ServerHellos."""
+    import json
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from conftest import make_ca, run
+    from test_probe_hostile import Hostile, _ctx
+
+    ca = make_ca(tmp_path / "store", "example.org")
+    ca.issue("mail.example.org")
+    leaf = {"dir": ca.live("mail.example.org"), "root": ca.root}
+    der = x509.load_pem_x509_certificate((leaf["dir"] / "cert.pem").read_bytes()).public_bytes(Encoding.DER)
+    with Hostile(_ctx(leaf), on_probe=_pre_rfc5746_stack(der)) as srv:
+        r = run(["check", "127.0.0.1", "--port", srv.port, "--name", "mail.example.org", "--ca", ca.root,
+                 "--timeout", "5", "--json"])
+    rep = json.loads(r.stdout)
+    port = rep["ports"][0]
+    assert port["error"] is None, port["error"]
+    feat, ids = port["tls_features"], {f["id"]: f for f in port["findings"]}
+    assert feat["compression"] is True and ids["tls.compression"]["severity"] == "HIGH"
+    assert "method 1 (DEFLATE)" in ids["tls.compression"]["detail"]
+    assert feat["secure_renegotiation"] is False and ids["tls.no_secure_renegotiation"]["severity"] == "HIGH"
+    assert feat["extended_master_secret"] is True and "tls.no_ems" not in ids
+    # TLS 1.3 (the real server) is the highest version: a TLS 1.2 hello flagged as a fallback
+    # must be refused, this stack accepts it.
+    assert feat["fallback_scsv"] is False and ids["tls.no_fallback_scsv"]["severity"] == "MEDIUM"
+    assert "NO_COMPRESSION" in ids["tls.compression"]["fix"] and "no_compression" in ids["tls.compression"]["fix"]
