@@ -322,7 +322,7 @@ def audit_port(ep: Endpoint, opts: Options) -> PortReport:
         if facts.get("starttls") is False:
             return PortReport(ep.port, ep.role, tls, None, facts, tuple(fs), time.monotonic() - t0)
         pr = None
-        feat = tlsfeatures.start(ep, opts.name)  # issue #13 A: runs beside the probes below
+        feat = tlsfeatures.start(ep, opts.name, opts.workers)  # issue #13 A: beside the probes below
         try:
             with ThreadPoolExecutor(max_workers=opts.workers) as pool:
                 pr = Prober(ep, opts, pool)

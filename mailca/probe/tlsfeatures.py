@@ -545,9 +545,9 @@ def _max_early(text: str) -> int | None:
     return None
 
 
-def _collect(ep: Endpoint, sni: str | None) -> dict:
-    """Every probe, in parallel; returns the raw results by name."""
-    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
+def _collect(ep: Endpoint, sni: str | None, workers: int = _WORKERS) -> dict:
+    """Every probe, ``workers`` connections at a time; returns the raw results by name."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         sc = _Scan(ep, sni, pool)
         legacy = tuple(c for c in H.ALL_SUITES)
         fs_suites = tuple(c for c in H.FS_SUITES)
@@ -786,17 +786,17 @@ def _list(names: list[str], limit: int = 12) -> str:
 class Running:
     """The feature probes of one port, running in the background."""
 
-    def __init__(self, ep: Endpoint, sni: str | None):
+    def __init__(self, ep: Endpoint, sni: str | None, workers: int = _WORKERS):
         import threading
 
         self._raw: dict | None = None
         self._error: str | None = None
-        self._thread = threading.Thread(target=self._work, args=(ep, sni), daemon=True)
+        self._thread = threading.Thread(target=self._work, args=(ep, sni, workers), daemon=True)
         self._thread.start()
 
-    def _work(self, ep, sni):
+    def _work(self, ep, sni, workers):
         try:
-            self._raw = _collect(ep, sni)
+            self._raw = _collect(ep, sni, workers)
         except Exception as exc:  # never into the audit
             self._error = f"{type(exc).__name__}: {exc}"
 
@@ -811,5 +811,7 @@ class Running:
             return {"error": f"{type(exc).__name__}: {exc}"}, []
 
 
-def start(ep: Endpoint, sni: str | None) -> Running:
-    return Running(ep, sni)
+def start(ep: Endpoint, sni: str | None, parallel: int = 8) -> Running:
+    """Start the feature probes of one port in the background.  ``parallel`` is the port's
+    connection budget (``--parallel``): the feature probes take half of it, at most 4."""
+    return Running(ep, sni, max(1, min(_WORKERS, parallel // 2)))
