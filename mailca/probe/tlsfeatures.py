@@ -698,8 +698,8 @@ def evaluate(raw: dict, *, port: int, name: str | None, chain: list[bytes], chai
         if comp.compression:
             fs.append(finding("tls.compression", f"the server chose compression method {comp.compression} "
                                                  "(DEFLATE) with " + (H.suite_name(comp.cipher) or ""), port=port))
-    else:
-        facts["compression"] = False if (known(comp) and not legacy) else (None if not known(comp) else False)
+    else:  # refused (or answered with TLS 1.3): no compression; no answer: unknown
+        facts["compression"] = False if known(comp) else None
     if legacy:
         ri = EXT_RENEG in b12.extensions
         ems = EXT_EMS in b12.extensions
@@ -739,6 +739,8 @@ def evaluate(raw: dict, *, port: int, name: str | None, chain: list[bytes], chai
     # Session resumption and 0-RTT.
     facts["resumption"] = {"session_id": raw["res_id"], "ticket": raw["res_ticket"]}
     early = raw["early"] or {}
+    if not early and not has13 and known(b13):
+        early = {"max_early_data": 0, "accepted": False}  # no TLS 1.3, no 0-RTT
     facts["early_data"] = early or None
     if early.get("accepted"):
         fs.append(finding("tls.early_data", f"EHLO sent as TLS 1.3 early data was accepted "
