@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from ..errors import ConnectError
 from . import hello as H
+from . import vulns
 from .report import Finding, PortReport, Report, finding
 from .smtp import Endpoint, PortDeadline, SMTPClient, TLSFailure, open_for_tls
 
@@ -324,7 +325,14 @@ def audit_port(ep: Endpoint, opts: Options) -> PortReport:
         try:
             with ThreadPoolExecutor(max_workers=opts.workers) as pool:
                 pr = Prober(ep, opts, pool)
-                pfacts, pfs = tls_probes(pr)
+                vjobs = vulns.start(ep, opts.name, pool)  # beside the other probes
+                try:
+                    pfacts, pfs = tls_probes(pr)
+                finally:
+                    vfacts, vfs = vulns.collect(vjobs)
+                    pr.count += vjobs.connections
+                facts.update(vfacts)
+                fs.extend(vfs)
             raw_chain = pfacts.pop("_raw_chain")
             facts.update(pfacts)
             fs.extend(pfs)
