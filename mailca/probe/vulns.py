@@ -181,9 +181,14 @@ def heartbleed(sock: socket.socket, *, sni: str | None, timeout: float) -> VulnR
     if isinstance(got, str):
         return VulnResult(NOT_VULNERABLE, f"heartbeat request {'dropped' if got == 'timeout' else 'ended the connection'}")
     echoed = sum(len(p) for c, p in got if c == 24)
-    if echoed > 3 + 16:  # type, length, padding: anything more is memory we never sent
+    first = next((p for c, p in got if c == 24), b"")
+    # An echo of our request: a heartbeat_response (2) carrying the length we claimed, and
+    # more than type, length and 16 bytes of padding -- anything more is memory we never sent.
+    if first[:3] == b"\x02\x40\x00" and echoed > 3 + 16:
         return VulnResult(VULNERABLE, f"a heartbeat request claiming 16384 bytes and carrying none was answered "
                                       f"with {echoed} bytes ({H.VERSION_NAMES.get(r.version, '?')})")
+    if echoed:
+        return VulnResult(NOT_VULNERABLE, f"heartbeat records that do not echo our request ({echoed} bytes)")
     return VulnResult(NOT_VULNERABLE, f"heartbeat request answered with {_first_alert(got)}")
 
 
