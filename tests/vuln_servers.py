@@ -9,7 +9,7 @@ only -- to show exactly one weakness:
 * ``heartbleed``: acknowledges the heartbeat extension and answers a heartbeat request with
   as many bytes as the request *claims*, padding the echo with "memory" (CVE-2014-0160);
 * ``ccs``:        accepts a ChangeCipherSpec before the key exchange and then fails to decrypt
-  the next record (decryption_failed), as OpenSSL < 1.0.1h did (CVE-2014-0224);
+  the next record (bad_record_mac), as OpenSSL < 1.0.1h did (CVE-2014-0224);
 * ``robot``:      decrypts the ClientKeyExchange and answers a block that does not start with
   00 02 at once with a decrypt_error alert, any other only after the Finished
   (bad_record_mac): a strong Bleichenbacher oracle (ROBOT);
@@ -17,8 +17,10 @@ only -- to show exactly one weakness:
   cipher specs) -- DROWN territory;
 * ``clean``:      the same server with none of the above (the negative control).
 
-None of them completes a handshake (there is no Finished from the server): a client that needs
-a finished handshake first (sslyze's connectivity test) cannot scan them.
+A client that does the handshake properly (TLS_RSA_WITH_AES_128_GCM_SHA256: the server checks
+the client's Finished and sends its own, then speaks a little SMTP inside TLS) completes it, so
+OpenSSL, ``mailca check``'s policy session and sslyze's connectivity test work as against any
+server; with any other suite the server stops at the Finished (bad_record_mac).
 
 ``StartTLSInjectionServer`` is a real SMTP-with-STARTTLS server (Python's ssl module): with
 ``vulnerable=True`` it keeps plaintext that was pipelined after STARTTLS in its input buffer
@@ -31,6 +33,8 @@ Every server has ``starttls=True`` to put an SMTP banner / EHLO / STARTTLS in fr
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import os
 import socket
 import ssl
@@ -198,6 +202,46 @@ class _Base:
                 c.sock.sendall(b"530 5.7.0 Must issue a STARTTLS command first\r\n")
 
 
+def _prf(secret: bytes, label: bytes, seed: bytes, n: int) -> bytes:
+    """The TLS 1.2 PRF with SHA-256 (RFC 5246 section 5)."""
+    seed = label + seed
+    out, a = b"", seed
+    while len(out) < n:
+        a = hmac.new(secret, a, hashlib.sha256).digest()
+        out += hmac.new(secret, a + seed, hashlib.sha256).digest()
+    return out[:n]
+
+
+class _GCM:
+    """One direction of a TLS 1.2 AES-GCM record layer (RFC 5288)."""
+
+    def __init__(self, key: bytes, salt: bytes):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self.aead, self.salt, self.seq = AESGCM(key), salt, 0
+
+    def _aad(self, ctype: int, n: int) -> bytes:
+        return struct.pack("!QBHH", self.seq, ctype, 0x0303, n)
+
+    def seal(self, ctype: int, plain: bytes) -> bytes:
+        explicit = struct.pack("!Q", self.seq)
+        body = explicit + self.aead.encrypt(self.salt + explicit, plain, self._aad(ctype, len(plain)))
+        self.seq += 1
+        return struct.pack("!BHH", ctype, 0x0303, len(body)) + body
+
+    def open(self, ctype: int, body: bytes) -> bytes | None:
+        from cryptography.exceptions import InvalidTag
+
+        if len(body) < 24:
+            return None
+        try:
+            plain = self.aead.decrypt(self.salt + body[:8], body[8:], self._aad(ctype, len(body) - 24))
+        except InvalidTag:
+            return None
+        self.seq += 1
+        return plain
+
+
 class VulnServer(_Base):
     def __init__(self, kind: str, *, starttls: bool = False):
         if kind not in KINDS:
@@ -241,7 +285,9 @@ class VulnServer(_Base):
             hs += r[2]
         if hs[0] != 1:
             return None
+        c.transcript = hs[:4 + int.from_bytes(hs[1:4], "big")]
         body = hs[4:4 + int.from_bytes(hs[1:4], "big")]
+        c.client_random = body[2:34]
         version = struct.unpack("!H", body[0:2])[0]
         pos = 34
         pos += 1 + body[pos]
@@ -267,7 +313,7 @@ class VulnServer(_Base):
         if version < 0x0303:
             c.sock.sendall(_alert(70))
             return
-        choice = next((s for s in suites if s in SUITES), None)
+        choice = next((s for s in SUITES if s in suites), None)  # our order: AES-128-GCM first
         if choice is None:
             c.sock.sendall(_alert(40))
             return
@@ -276,12 +322,15 @@ class VulnServer(_Base):
             sext += struct.pack("!HH", 0xFF01, 1) + b"\x00"
         if 15 in exts and self.kind == "heartbleed":
             sext += struct.pack("!HH", 15, 1) + b"\x01"
-        sh = struct.pack("!H", 0x0303) + os.urandom(32) + b"\x20" + os.urandom(32) + struct.pack("!HB", choice, 0)
+        c.server_random = os.urandom(32)
+        c.suite = choice
+        sh = struct.pack("!H", 0x0303) + c.server_random + b"\x20" + os.urandom(32) + struct.pack("!HB", choice, 0)
         if sext:
             sh += struct.pack("!H", len(sext)) + sext
         cert = len(self.cert).to_bytes(3, "big") + self.cert
         flight = _hs(2, sh) + _hs(11, len(cert).to_bytes(3, "big") + cert) + _hs(14, b"")
         c.sock.sendall(_record(22, flight))
+        c.transcript += flight
         self.after_hello(c)
 
     def after_hello(self, c: _Conn):
@@ -295,10 +344,9 @@ class VulnServer(_Base):
             ctype, _, payload = r
             if reading_encrypted:
                 if not cke_seen:  # the early CCS was taken: keys from an empty master secret
-                    c.sock.sendall(_alert(21))  # decryption_failed
-                else:
-                    c.sock.sendall(_alert(20))  # bad_record_mac: we cannot check the client's Finished
-                return
+                    c.sock.sendall(_alert(20))  # bad_record_mac, as OpenSSL 1.0.1 < h did
+                    return
+                return self.finish(c, ctype, payload)
             if ctype == 24:
                 if self.kind != "heartbleed" or len(payload) < 3 or payload[0] != 1:
                     c.sock.sendall(_alert(10))
@@ -316,13 +364,77 @@ class VulnServer(_Base):
                 continue
             if ctype == 22 and payload[:1] == b"\x10":
                 cke_seen = True
+                c.transcript += payload
                 padding_ok = self.check_pms(payload)
+                c.pms = self.decrypt_pms(payload)
                 if self.kind == "robot" and not padding_ok:
                     c.sock.sendall(_alert(51))  # decrypt_error: the oracle
                     return
                 continue
             c.sock.sendall(_alert(10))
             return
+
+    def decrypt_pms(self, payload: bytes) -> bytes:
+        """The premaster secret; a random one when the padding is bad (RFC 5246 7.4.7.1)."""
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        try:
+            pms = self.key.decrypt(payload[6:], padding.PKCS1v15())
+        except ValueError:
+            return os.urandom(48)
+        return pms if len(pms) == 48 else os.urandom(48)
+
+    def finish(self, c: _Conn, ctype: int, payload: bytes):
+        """The client's encrypted Finished: check it and complete the handshake
+        (TLS_RSA_WITH_AES_128_GCM_SHA256 only), then SMTP inside TLS; any failure is
+        bad_record_mac (a wrong key) or decrypt_error (a wrong Finished)."""
+        if c.suite != 0x009C or ctype != 22:
+            c.sock.sendall(_alert(20))
+            return
+        ms = _prf(c.pms, b"master secret", c.client_random + c.server_random, 48)
+        kb = _prf(ms, b"key expansion", c.server_random + c.client_random, 40)
+        c.rd = _GCM(kb[0:16], kb[32:36])
+        c.wr = _GCM(kb[16:32], kb[36:40])
+        fin = c.rd.open(22, payload)
+        if fin is None:
+            c.sock.sendall(_alert(20))
+            return
+        want = _hs(20, _prf(ms, b"client finished", hashlib.sha256(c.transcript).digest(), 12))
+        if fin != want:
+            c.sock.sendall(_alert(51))
+            return
+        c.transcript += fin
+        mine = _hs(20, _prf(ms, b"server finished", hashlib.sha256(c.transcript).digest(), 12))
+        c.sock.sendall(_record(20, b"\x01") + c.wr.seal(22, mine))
+        self.smtp_inside(c)
+
+    def smtp_inside(self, c: _Conn):
+        """A few SMTP commands over the finished TLS session (the policy session of
+        ``mailca check``, the reference tools' connectivity tests)."""
+        def say(text: bytes):
+            c.sock.sendall(c.wr.seal(23, text))
+
+        if not self.starttls:
+            say(b"220 vuln.test ESMTP purpose-built\r\n")
+        data = b""
+        for _ in range(32):
+            while b"\n" not in data:
+                r = c.record()
+                if r is None or r[0] != 23 or len(data) > 4096:
+                    return
+                plain = c.rd.open(23, r[2])
+                if plain is None:
+                    return
+                data += plain
+            line, data = data.split(b"\n", 1)
+            verb = line.strip().split(b" ", 1)[0].upper()
+            if verb in (b"EHLO", b"HELO"):
+                say(b"250-vuln.test\r\n250 8BITMIME\r\n")
+            elif verb == b"QUIT":
+                say(b"221 2.0.0 Bye\r\n")
+                return
+            else:
+                say(b"250 2.0.0 Ok\r\n")
 
     def check_pms(self, payload: bytes) -> bool:
         """The oracle: only the 00 02 prefix of the decrypted block is checked (the classic

@@ -4,20 +4,17 @@ Postfix, all on 127.0.0.1:
 1. the hardened Postfix of `mailca postfix --profile strict` (port 25, 587 and 465): none of
    Heartbleed, CCS injection, ROBOT, SSLv2, STARTTLS injection -- and ROBOT is "not
    applicable" there (no RSA key exchange);
-2. (slow) differential against testssl.sh 3.0.8, one purpose-built server per weakness
-   (tests/vuln_servers.py), only the relevant testssl check (-H, -I, -BB, -p for SSLv2): every
-   weakness testssl.sh reports is reported by `check` at least as severely.
+2. (slow) differential against testssl.sh 3.0.8 and sslyze 6, one purpose-built server per
+   weakness (tests/vuln_servers.py), only the relevant checks (testssl -H, -I, -BB, -p for
+   SSLv2; sslyze --heartbleed, --openssl_ccs, --robot): every weakness a reference reports is
+   reported by `check` at least as severely (sslyze rates nothing: its "vulnerable" counts as
+   HIGH, a strong ROBOT oracle as CRITICAL).  The clean server is clean for all three tools.
 
-What the references cannot do against these servers (also in docs/check.md):
-
-* sslyze (--heartbleed, --openssl_ccs, --robot) scans a server only after its connectivity
-  test completed a real handshake; the purpose-built servers stop after ServerHelloDone, so
-  sslyze discards them ("could not find a TLS version and cipher suite supported by the
-  server").  The test asserts exactly that, so a future server that completes handshakes
-  turns this into a real comparison.
-* testssl.sh 3.0.8 has no STARTTLS command injection check (--starttls-injection came after
-  3.0): the injection server is compared with nothing; tests/test_probe_vulns.py shows the
-  vulnerable and the fixed server side by side.
+What the references cannot do (also in docs/check.md): sslyze has no SSLv2 scan (its
+ssl_2_0_cipher_suites scan needs a client with SSLv2, and finds none here) and neither sslyze
+nor testssl.sh 3.0.8 has a STARTTLS command injection check (testssl's --starttls-injection
+came after 3.0): the injection server is compared with nothing; tests/test_probe_vulns.py
+shows the vulnerable and the fixed server side by side.
 """
 
 from __future__ import annotations
@@ -47,6 +44,14 @@ CASES = {
     "robot": (["-BB"], "ROBOT", "vuln.robot"),
     "sslv2": (["-p"], "SSLv2", "vuln.sslv2"),
 }
+# sslyze scan command -> (purpose-built server, mailca id, how to read its JSON result)
+SSLYZE = {
+    "heartbleed": ("heartbleed", "vuln.heartbleed", lambda r: r["is_vulnerable_to_heartbleed"] and "HIGH"),
+    "openssl_ccs": ("ccs", "vuln.ccs_injection", lambda r: r["is_vulnerable_to_ccs_injection"] and "HIGH"),
+    "robot": ("robot", "vuln.robot", lambda r: {"VULNERABLE_STRONG_ORACLE": "CRITICAL",
+                                                "VULNERABLE_WEAK_ORACLE": "HIGH"}.get(r["robot_result"], False)),
+}
+JSON_KEY = {"heartbleed": "heartbleed", "openssl_ccs": "openssl_ccs_injection", "robot": "robot"}
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +98,23 @@ def _testssl(testssl: str, port: int, flags: list[str], out: Path) -> subprocess
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _sslyze(port: int, tmp_path: Path, tag: str) -> dict:
+    sslyze = os.environ.get("SSLYZE") or str(Path(".venv-sslyze/bin/sslyze").resolve())
+    if not Path(sslyze).exists():
+        pytest.fail(f"sslyze not found at {sslyze} (scripts/test.sh makes .venv-sslyze)")
+    out = tmp_path / f"sslyze-{tag}.json"
+    r = subprocess.run([sslyze, *(f"--{c}" for c in SSLYZE), "--json_out", str(out), f"127.0.0.1:{port}"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-1500:] + r.stderr[-1500:]
+    res = json.loads(out.read_text())["server_scan_results"][0]
+    assert res["scan_status"] == "COMPLETED", res.get("connectivity_error_trace") or res["scan_status"]
+    return {c: SSLYZE[c][2](res["scan_result"][JSON_KEY[c]]["result"]) for c in SSLYZE}
+
+
 @pytest.mark.slow
 def test_differential_testssl_and_sslyze(tmp_path):
-    """Each weakness: testssl.sh's rating (run in parallel, about 15 s) <= check's rating."""
+    """Each weakness: the rating of testssl.sh (run in parallel, about 15-30 s) and of sslyze
+    <= check's rating; the clean server is clean for all."""
     testssl = require("testssl")
     servers = {k: VulnServer(k).__enter__() for k in CASES}
     try:
@@ -119,14 +138,15 @@ def test_differential_testssl_and_sslyze(tmp_path):
             assert {i for i in ours[k] if i.startswith("vuln.")} == {our_id}
         print(f"testssl.sh: 4 checks in parallel in {took:.1f} s, all detected and matched")
 
-        sslyze = os.environ.get("SSLYZE") or str(Path(".venv-sslyze/bin/sslyze").resolve())
-        if not Path(sslyze).exists():
-            pytest.fail(f"sslyze not found at {sslyze} (scripts/test.sh makes .venv-sslyze)")
-        for k, flag in (("heartbleed", "--heartbleed"), ("ccs", "--openssl_ccs"), ("robot", "--robot")):
-            r = subprocess.run([sslyze, flag, f"127.0.0.1:{servers[k].port}"], capture_output=True, text=True,
-                               timeout=120)
-            # sslyze's connectivity test needs a completed handshake: it discards the server.
-            assert "discarding scan" in r.stdout, r.stdout[-1500:]
+        for cmd, (k, our_id, _) in SSLYZE.items():
+            theirs = _sslyze(servers[k].port, tmp_path, k)
+            assert theirs[cmd], f"sslyze --{cmd} did not detect the {k} server: {theirs}"
+            assert [c for c, v in theirs.items() if v and c != cmd] == [], (k, theirs)
+            assert RANK[ours[k][our_id]] >= RANK[theirs[cmd]], (k, ours[k][our_id], theirs[cmd])
+        with VulnServer("clean") as clean:
+            assert _sslyze(clean.port, tmp_path, "clean") == {c: False for c in SSLYZE}
+            r = run(["check", "127.0.0.1", "--port", f"{clean.port}:submissions", "--json"])
+            assert [f for f in json.loads(r.stdout)["findings"] if f["id"].startswith("vuln.")] == []
     finally:
         for srv in servers.values():
             srv.__exit__(None, None, None)
