@@ -10,11 +10,15 @@ Postfix, all on 127.0.0.1:
    reported by `check` at least as severely (sslyze rates nothing: its "vulnerable" counts as
    HIGH, a strong ROBOT oracle as CRITICAL).  The clean server is clean for all three tools.
 
-What the references cannot do (also in docs/check.md): sslyze has no SSLv2 scan (its
-ssl_2_0_cipher_suites scan needs a client with SSLv2, and finds none here) and neither sslyze
-nor testssl.sh 3.0.8 has a STARTTLS command injection check (testssl's --starttls-injection
-came after 3.0): the injection server is compared with nothing; tests/test_probe_vulns.py
-shows the vulnerable and the fixed server side by side.
+3. a weak Postfix *with* RSA key exchange (test_check_live.weak_postfix, OpenSSL 3): ROBOT is
+   probed and `not_vulnerable` (the same alert for all five variants), nothing else fires.
+
+What the references cannot do (also in docs/check.md): sslyze --sslv2 counts a suite only after
+a complete SSLv2 handshake, and the SSLv2 server stops after its SERVER-HELLO (testssl.sh, like
+`check`, reads the SERVER-HELLO): sslyze finds no SSLv2 suite there, which the test asserts.
+Neither sslyze nor testssl.sh 3.0.8 has a STARTTLS command injection check (testssl's
+--starttls-injection came after 3.0): the injection server is compared with nothing;
+tests/test_probe_vulns.py shows the vulnerable and the fixed server side by side.
 """
 
 from __future__ import annotations
@@ -143,6 +147,10 @@ def test_differential_testssl_and_sslyze(tmp_path):
             assert theirs[cmd], f"sslyze --{cmd} did not detect the {k} server: {theirs}"
             assert [c for c, v in theirs.items() if v and c != cmd] == [], (k, theirs)
             assert RANK[ours[k][our_id]] >= RANK[theirs[cmd]], (k, ours[k][our_id], theirs[cmd])
+        # The SSLv2 limitation of sslyze (see the module docstring).
+        r = subprocess.run([os.environ.get("SSLYZE") or str(Path(".venv-sslyze/bin/sslyze").resolve()), "--sslv2",
+                            f"127.0.0.1:{servers['sslv2'].port}"], capture_output=True, text=True, timeout=120)
+        assert "the server rejected all cipher suites" in r.stdout, r.stdout[-1500:]
         with VulnServer("clean") as clean:
             assert _sslyze(clean.port, tmp_path, "clean") == {c: False for c in SSLYZE}
             r = run(["check", "127.0.0.1", "--port", f"{clean.port}:submissions", "--json"])
@@ -150,3 +158,21 @@ def test_differential_testssl_and_sslyze(tmp_path):
     finally:
         for srv in servers.values():
             srv.__exit__(None, None, None)
+
+
+def test_weak_postfix_with_rsa_kex_is_no_oracle(tmp_path):
+    """A real OpenSSL 3 server with RSA key exchange: ROBOT applies and finds no oracle."""
+    require("postfix")
+    require("dovecot")
+    from test_check_live import weak_postfix
+
+    with weak_postfix(tmp_path / "weak") as srv:
+        r = run(["check", "127.0.0.1", "--port", f"{srv.ports['smtp']}:smtp", "--json"])
+    port = json.loads(r.stdout)["ports"][0]
+    vul = port["vulnerabilities"]
+    assert vul["robot"]["status"] == "not_vulnerable", vul["robot"]
+    assert "the same answer to all five" in vul["robot"]["detail"]
+    assert {k: v["status"] for k, v in vul.items() if k != "robot"} == {
+        "heartbleed": "not_vulnerable", "ccs_injection": "not_vulnerable", "sslv2": "not_vulnerable",
+        "starttls_injection": "not_vulnerable"}
+    assert [f for f in port["findings"] if f["id"].startswith("vuln.")] == []
