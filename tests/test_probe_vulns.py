@@ -194,3 +194,25 @@ def test_probe_functions_on_a_refusing_socket():
     lsock.close()
     assert all(o in ("not_applicable", "not_vulnerable", "oserror", "unknown") for o in outs), outs
     assert "vulnerable" not in outs
+
+
+def test_robot_verdict_rules():
+    """Same answers: no oracle; differing answers confirmed by a second round: an oracle
+    (strong when the malformed-padding variants already differ); not confirmed: unknown."""
+    from mailca.probe.vulns import VulnResult, robot_verdict
+
+    def rnd(*sigs):
+        return [VulnResult("not_vulnerable", "TLS_RSA_WITH_AES_128_GCM_SHA256", signature=s) for s in sigs]
+
+    same = rnd(*["alert bad_record_mac"] * 5)
+    assert robot_verdict([same]).status == "not_vulnerable"
+    weak = rnd("alert bad_record_mac", "timeout", "timeout", "timeout", "timeout")
+    v = robot_verdict([weak, weak])
+    assert v.status == "vulnerable" and v.strong is False
+    strong = rnd("alert bad_record_mac", "alert decrypt_error", "alert bad_record_mac", "alert bad_record_mac",
+                 "alert bad_record_mac")
+    v = robot_verdict([strong, strong])
+    assert v.status == "vulnerable" and v.strong is True
+    assert robot_verdict([strong, same]).status == "unknown"
+    na = [VulnResult("not_applicable", "no TLS <= 1.2 handshake (handshake_failure)")] * 5
+    assert robot_verdict([na]).status == "not_applicable"

@@ -329,10 +329,11 @@ def audit_port(ep: Endpoint, opts: Options) -> PortReport:
                 try:
                     pfacts, pfs = tls_probes(pr)
                 finally:
-                    vfacts, vfs = vulns.collect(vjobs)
+                    vfacts, vfs, vnotes = vulns.collect(vjobs)
                     pr.count += vjobs.connections
                 facts.update(vfacts)
                 fs.extend(vfs)
+                incomplete.extend(vnotes)
             raw_chain = pfacts.pop("_raw_chain")
             facts.update(pfacts)
             fs.extend(pfs)

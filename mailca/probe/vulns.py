@@ -381,6 +381,8 @@ def _on_socket(ep: Endpoint, fn, **kw) -> VulnResult:
         return VulnResult(UNKNOWN, "no answer in time")
     except OSError as exc:
         return VulnResult(UNKNOWN, f"connection failed ({exc.strerror or exc})")
+    except Exception as exc:  # a server nobody foresaw: this probe only, not the whole port
+        return VulnResult(UNKNOWN, f"internal error ({type(exc).__name__}: {exc}); please report this")
     finally:
         sock.close()
 
@@ -392,6 +394,8 @@ def _guard(fn, *a, **kw) -> VulnResult:
         return VulnResult(UNKNOWN, exc.message)
     except (socket.timeout, OSError) as exc:
         return VulnResult(UNKNOWN, f"connection failed ({exc})")
+    except Exception as exc:
+        return VulnResult(UNKNOWN, f"internal error ({type(exc).__name__}: {exc}); please report this")
 
 
 @dataclass
@@ -421,8 +425,9 @@ def start(ep: Endpoint, sni: str | None, pool) -> Jobs:
     return Jobs(ep, sni, pool, futs)
 
 
-def collect(j: Jobs) -> tuple[dict, list[Finding]]:
-    """Wait for the probes of ``start`` and turn them into facts and findings."""
+def collect(j: Jobs) -> tuple[dict, list[Finding], list[str]]:
+    """Wait for the probes of ``start`` and turn them into facts, findings and the reasons the
+    port's audit is incomplete (a vulnerability probe without a usable answer)."""
     res = {k: f.result() for k, f in j.futs.items()}
     rounds = [[res[("robot", 0, i)] for i in range(len(ROBOT_VARIANTS))]]
     verdict = robot_verdict(rounds)
@@ -444,4 +449,7 @@ def collect(j: Jobs) -> tuple[dict, list[Finding]]:
         if k == "robot" and not v.strong:
             sev = "HIGH"
         fs.append(finding(VULN_IDS[k], v.detail, port=j.ep.port, severity=sev))
-    return facts, fs
+    unknown = [f"{k}: {v.detail}" for k, v in results.items() if v.status == UNKNOWN]
+    notes = [f"{len(unknown)} vulnerability probe(s) without a usable answer, unknown (first: {unknown[0]})"] \
+        if unknown else []
+    return facts, fs, notes
