@@ -40,7 +40,7 @@ def check(port: int, role: str) -> dict:
 
 
 def vuln_findings(port: dict) -> dict[str, dict]:
-    return {f["id"]: f for f in port["findings"] if f["id"].startswith("vuln.")}
+    return {f["id"]: f for f in port["findings"] if f["id"].startswith("vuln.") and f["id"] != "vuln.checked"}
 
 
 @pytest.mark.parametrize("kind", ["heartbleed", "ccs", "robot", "sslv2"])
@@ -101,9 +101,13 @@ def test_starttls_injection(tmp_path, vulnerable):
 def test_text_output_names_the_fix():
     with VulnServer("heartbleed") as srv:
         r = run(["check", "127.0.0.1", "--port", f"{srv.port}:submissions", "--min-severity", "CRITICAL"])
-    assert r.returncode == 5
-    assert "CRITICAL  Heartbleed (CVE-2014-0160)" in r.stdout
-    assert "fix: update OpenSSL" in r.stdout
+        assert r.returncode == 5
+        assert "CRITICAL  Heartbleed (CVE-2014-0160)" in r.stdout
+        assert "fix: update OpenSSL" in r.stdout
+        # -v also lists what was probed and found clean.
+        r = run(["check", "127.0.0.1", "--port", f"{srv.port}:submissions", "-v"])
+    assert ("OK        vulnerability probes: Heartbleed: VULNERABLE, CCS injection: no, ROBOT: no, SSLv2: no"
+            in r.stdout), r.stdout
 
 
 # --- hostile servers ------------------------------------------------------------------

@@ -123,6 +123,7 @@ CATALOG: dict[str, Check] = {c.id: c for c in (
     Check("vuln.sslv2", "CRITICAL", "SSLv2 offered (DROWN)",
           "smtpd_tls_protocols = >=TLSv1.2 and smtpd_tls_mandatory_protocols = >=TLSv1.2 with a current "
           "OpenSSL (no SSLv2 at all); a key ever used on an SSLv2 server must be replaced: 'mailca rekey HOST'"),
+    Check("vuln.checked", "OK", "vulnerability probes"),
     Check("vuln.starttls_injection", "HIGH",
           "STARTTLS command injection (CVE-2011-0411 class): plaintext pipelined after STARTTLS runs inside TLS",
           "update the SMTP server (Postfix >= 2.8.1 / 2.7.3 / 2.6.9 discards input buffered before TLS)"),

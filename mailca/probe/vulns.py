@@ -49,6 +49,8 @@ __all__ = ["VulnResult", "VULN_IDS", "heartbleed", "ccs_injection", "robot_varia
 # (no answer in time, or the connection failed).
 VULNERABLE, NOT_VULNERABLE, NOT_APPLICABLE, UNKNOWN = "vulnerable", "not_vulnerable", "not_applicable", "unknown"
 
+_LABELS = {"heartbleed": "Heartbleed", "ccs_injection": "CCS injection", "robot": "ROBOT", "sslv2": "SSLv2",
+           "starttls_injection": "STARTTLS injection"}
 VULN_IDS = {"heartbleed": "vuln.heartbleed", "ccs_injection": "vuln.ccs_injection", "robot": "vuln.robot",
             "sslv2": "vuln.sslv2", "starttls_injection": "vuln.starttls_injection"}
 
@@ -449,6 +451,9 @@ def collect(j: Jobs) -> tuple[dict, list[Finding], list[str]]:
         if k == "robot" and not v.strong:
             sev = "HIGH"
         fs.append(finding(VULN_IDS[k], v.detail, port=j.ep.port, severity=sev))
+    words = {VULNERABLE: "VULNERABLE", NOT_VULNERABLE: "no", NOT_APPLICABLE: "not applicable", UNKNOWN: "unknown"}
+    fs.append(finding("vuln.checked", ", ".join(f"{_LABELS[k]}: {words[v.status]}" for k, v in results.items()),
+                      port=j.ep.port))
     unknown = [f"{k}: {v.detail}" for k, v in results.items() if v.status == UNKNOWN]
     notes = [f"{len(unknown)} vulnerability probe(s) without a usable answer, unknown (first: {unknown[0]})"] \
         if unknown else []
