@@ -157,6 +157,12 @@ def _first_alert(records) -> str:
     return "records " + ",".join(str(c) for c, _ in records)
 
 
+def _left(end: float) -> float:
+    """What is left of a probe's time (the first step's budget covers the whole probe), at
+    most QUIET_WAIT, so a server that stays silent costs one bounded wait."""
+    return max(0.0, min(QUIET_WAIT, end - time.monotonic()))
+
+
 def _hello(sock: socket.socket, record: bytes, suites, timeout: float) -> H.HelloResult:
     sock.settimeout(timeout)
     sock.sendall(record)
@@ -173,12 +179,16 @@ def _legacy_refusal(r: H.HelloResult) -> VulnResult:
 # --- the probes (each on a socket that is ready for TLS) -------------------------------
 
 def heartbleed(sock: socket.socket, *, sni: str | None, timeout: float) -> VulnResult:
+    end = time.monotonic() + timeout
     record = _with_extension(H.client_hello(H.TLS1_2, H.ALL_SUITES, sni=sni), 15, b"\x01")
     r = _hello(sock, record, H.ALL_SUITES, timeout)
     if not r.accepted:
         return _legacy_refusal(r)
-    sock.sendall(struct.pack("!BHHBH", 24, r.version, 3, 1, 0x4000))
-    got = _read_records(sock, min(timeout, QUIET_WAIT),
+    try:
+        sock.sendall(struct.pack("!BHHBH", 24, r.version, 3, 1, 0x4000))
+    except OSError:
+        return VulnResult(NOT_VULNERABLE, "the server closed the connection on the heartbeat request")
+    got = _read_records(sock, _left(end),
                         stop=lambda rs: rs[-1][0] != 24 or sum(len(p) for c, p in rs if c == 24) > 19)
     if isinstance(got, str):
         return VulnResult(NOT_VULNERABLE, f"heartbeat request {'dropped' if got == 'timeout' else 'ended the connection'}")
@@ -195,6 +205,7 @@ def heartbleed(sock: socket.socket, *, sni: str | None, timeout: float) -> VulnR
 
 
 def ccs_injection(sock: socket.socket, *, sni: str | None, timeout: float) -> VulnResult:
+    end = time.monotonic() + timeout
     r = _hello(sock, H.client_hello(H.TLS1_2, H.ALL_SUITES, sni=sni), H.ALL_SUITES, timeout)
     if not r.accepted:
         return _legacy_refusal(r)
@@ -204,7 +215,7 @@ def ccs_injection(sock: socket.socket, *, sni: str | None, timeout: float) -> Vu
         sock.sendall(ccs)
     except OSError:
         return VulnResult(NOT_VULNERABLE, "the server closed the connection on the early ChangeCipherSpec")
-    got = _read_records(sock, min(timeout, QUIET_WAIT), stop=lambda rs: rs[-1][0] == 21)
+    got = _read_records(sock, _left(end), stop=lambda rs: rs[-1][0] == 21)
     answer = _first_alert(got)
     if answer in ("alert bad_record_mac", "alert decryption_failed"):
         return VulnResult(VULNERABLE, f"an early ChangeCipherSpec was accepted: the next record got {answer} "
@@ -254,6 +265,7 @@ def _robot_block(variant: int, k: int, version: int) -> bytes:
 
 def robot_variant(sock: socket.socket, variant: int, *, sni: str | None, timeout: float) -> VulnResult:
     """One ROBOT handshake; ``signature`` is what the server answered."""
+    end = time.monotonic() + timeout
     r = _hello(sock, H.client_hello(H.TLS1_2, RSA_SUITES, sni=sni), RSA_SUITES, timeout)
     if not r.accepted:
         return _legacy_refusal(r)
@@ -275,7 +287,7 @@ def robot_variant(sock: socket.socket, variant: int, *, sni: str | None, timeout
         sock.sendall(flight)
     except OSError:
         return VulnResult(NOT_VULNERABLE, "", signature="send failed")
-    got = _read_records(sock, min(timeout, QUIET_WAIT), stop=lambda rs: rs[-1][0] == 21)
+    got = _read_records(sock, _left(end), stop=lambda rs: rs[-1][0] == 21)
     return VulnResult(NOT_VULNERABLE, H.suite_name(r.cipher) or "", signature=_first_alert(got))
 
 
