@@ -477,7 +477,8 @@ class StartTLSInjectionServer(_Base):
                 return
             verb = ln.split(b" ", 1)[0].upper()
             if verb in (b"EHLO", b"HELO"):
-                c.sock.sendall(b"250-inject.test\r\n250-PIPELINING\r\n" + (b"250 8BITMIME\r\n" if tls else b"250 STARTTLS\r\n"))
+                last = b"250 8BITMIME\r\n" if tls else b"250 STARTTLS\r\n"
+                c.sock.sendall(b"250-inject.test\r\n250-PIPELINING\r\n" + last)
             elif verb == b"STARTTLS" and not tls:
                 c.sock.sendall(b"220 2.0.0 Ready to start TLS\r\n")
                 left = c.buf if self.vulnerable else b""

@@ -191,7 +191,8 @@ def heartbleed(sock: socket.socket, *, sni: str | None, timeout: float) -> VulnR
     got = _read_records(sock, _left(end),
                         stop=lambda rs: rs[-1][0] != 24 or sum(len(p) for c, p in rs if c == 24) > 19)
     if isinstance(got, str):
-        return VulnResult(NOT_VULNERABLE, f"heartbeat request {'dropped' if got == 'timeout' else 'ended the connection'}")
+        what = "dropped" if got == "timeout" else "ended the connection"
+        return VulnResult(NOT_VULNERABLE, f"heartbeat request {what}")
     echoed = sum(len(p) for c, p in got if c == 24)
     first = next((p for c, p in got if c == 24), b"")
     # An echo of our request: a heartbeat_response (2) carrying the length we claimed, and
@@ -307,8 +308,9 @@ def robot_verdict(rounds: list[list[VulnResult]]) -> VulnResult:
             return VulnResult(UNKNOWN, "answers differ between variants but not the same way twice: "
                                        + "; ".join(f"{ROBOT_VARIANTS[i]}: {s}" for i, s in enumerate(sigs)))
     strong = len(set(sigs[1:4])) > 1
-    return VulnResult(VULNERABLE, ("strong" if strong else "weak") + " oracle with " + (first[0].detail or "RSA key exchange")
-                      + ": " + "; ".join(f"{ROBOT_VARIANTS[i]}: {s}" for i, s in enumerate(sigs)), strong=strong)
+    kex = first[0].detail or "RSA key exchange"
+    answers = "; ".join(f"{ROBOT_VARIANTS[i]}: {s}" for i, s in enumerate(sigs))
+    return VulnResult(VULNERABLE, f"{'strong' if strong else 'weak'} oracle with {kex}: {answers}", strong=strong)
 
 
 def _client_hello_v2() -> bytes:

@@ -154,7 +154,8 @@ def test_differential_testssl_and_sslyze(tmp_path):
         with VulnServer("clean") as clean:
             assert _sslyze(clean.port, tmp_path, "clean") == {c: False for c in SSLYZE}
             r = run(["check", "127.0.0.1", "--port", f"{clean.port}:submissions", "--json"])
-            assert [f for f in json.loads(r.stdout)["findings"] if f["id"].startswith("vuln.") and f["id"] != "vuln.checked"] == []
+            found = json.loads(r.stdout)["findings"]
+            assert [f for f in found if f["id"].startswith("vuln.") and f["id"] != "vuln.checked"] == []
     finally:
         for srv in servers.values():
             srv.__exit__(None, None, None)
