@@ -10,6 +10,9 @@ Order of work for a port (each phase waits for the previous one):
 2. protocol probes: SSLv3, TLS 1.0, 1.1, 1.2, 1.3, each a ClientHello for that version only.
 3. for every accepted version <= TLS 1.2: one probe per cipher class; on the highest one
    also cipher order, forward secrecy and the (EC)DH parameters of DHE and ADH suites.
+
+Beside phases 2 and 3, on the same pool and port deadline: the vulnerability probes of
+``vulns.py`` (Heartbleed, CCS injection, ROBOT, SSLv2, STARTTLS injection).
 """
 
 from __future__ import annotations
