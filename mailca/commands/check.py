@@ -68,6 +68,10 @@ def cli(host, dane_domain, resolver, at_date, nagios, ports, name, ca_file, tlsa
     (export, DES, RC4) are probed with hand-built ClientHello messages after STARTTLS,
     the way testssl.sh's socket mode does.
 
+    Known vulnerabilities are probed the same way, in parallel: Heartbleed, OpenSSL CCS
+    injection, ROBOT (RSA key exchange padding oracle), SSLv2 (DROWN) and, on STARTTLS
+    ports, STARTTLS command injection ("vulnerabilities" in --json; -v lists the clean ones).
+
     \b
     Exit codes: 0 nothing MEDIUM or worse, 5 findings MEDIUM or worse,
                 6 a port could not be reached, did not speak SMTP/TLS, broke the TLS
