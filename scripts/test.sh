@@ -77,7 +77,16 @@ pytest_run() {
 }
 
 rc=0
-pytest_run "$@" || rc=$?
+if [[ $# -eq 0 ]]; then
+  # The whole suite: two pytest workers (pytest-xdist; most of the wall time is real servers,
+  # DNS TTLs and testssl.sh waiting, not CPU), a test file per worker so that a module's server
+  # fixture starts once.  Then the benchmarks alone, so that no test of ours loads the machine
+  # while they measure ratios.
+  pytest_run -n 2 --dist loadfile -m "not bench" || rc=$?
+  pytest_run -m bench || rc=$?
+else
+  pytest_run "$@" || rc=$?
+fi
 
 # The clock check (issue #9): the date-sensitive tests again, with the whole process tree
 # (pytest, every mailca, openssl) under libfaketime at +1 day, +400 days and +4 years.

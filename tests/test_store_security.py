@@ -169,6 +169,14 @@ def test_group_or_world_writable_store_dirs_refused(base, rel, mode):
     args = ("issue", "mail.example.org", "--replace") if rel.startswith("certs/") else ("issue", "mx.example.org")
     assert_refused(mailca(store, *args), "writable by group or others", f"{mode:o}")
     assert_refused(mailca(store, "renew", "--force"), "writable by group or others", f"{mode:o}")
+    # read-only commands too: what they print (configs, TLSA records, status) would come from
+    # files someone else could have planted ('status' reads only index.json, not the lineage)
+    read_only = [("postfix", "mail.example.org"), ("dovecot", "mail.example.org"), ("dane", "mail.example.org")]
+    if not rel.startswith("certs/"):
+        read_only += [("status",), ("bundle", "--out", str(base / "bundle-out"))]
+    for ro in read_only:
+        assert_refused(mailca(store, *ro), "writable by group or others", f"{mode:o}")
+    assert not (base / "bundle-out").exists()
     assert snapshot(store) == before
     # doctor names it; --fix narrows it (through an O_NOFOLLOW descriptor) and converges
     r = mailca(store, "doctor", "--json")

@@ -69,6 +69,10 @@ def cli(host, dane_domain, resolver, at_date, nagios, ports, name, ca_file, tlsa
     (export, DES, RC4) are probed with hand-built ClientHello messages after STARTTLS,
     the way testssl.sh's socket mode does.
 
+    Known vulnerabilities are probed the same way, in parallel: Heartbleed, OpenSSL CCS
+    injection, ROBOT (RSA key exchange padding oracle), SSLv2 (DROWN) and, on STARTTLS
+    ports, STARTTLS command injection ("vulnerabilities" in --json; -v lists the clean ones).
+
     Also the TLS items of internet.nl's mail test and sslyze's default scan: every
     offered suite and key-exchange group rated by NCSC-NL, the DH group by its prime,
     SHA-1 in the key exchange, compression, secure and client-initiated renegotiation,

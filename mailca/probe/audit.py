@@ -10,6 +10,11 @@ Order of work for a port (each phase waits for the previous one):
 2. protocol probes: SSLv3, TLS 1.0, 1.1, 1.2, 1.3, each a ClientHello for that version only.
 3. for every accepted version <= TLS 1.2: one probe per cipher class; on the highest one
    also cipher order, forward secrecy and the (EC)DH parameters of DHE and ADH suites.
+
+Beside phases 2 and 3, on the same pool and port deadline: the vulnerability probes of
+``vulns.py`` (Heartbleed, CCS injection, ROBOT, SSLv2, STARTTLS injection); on a pool of
+their own, the TLS feature probes of ``tlsfeatures.py`` (NCSC ratings, renegotiation, EMS,
+0-RTT, ...), collected after the certificate analysis.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from ..errors import ConnectError
 from . import hello as H
 from . import tlsfeatures
+from . import vulns
 from .report import Finding, PortReport, Report, finding
 from .smtp import Endpoint, PortDeadline, SMTPClient, TLSFailure, open_for_tls
 
@@ -326,7 +332,15 @@ def audit_port(ep: Endpoint, opts: Options) -> PortReport:
         try:
             with ThreadPoolExecutor(max_workers=opts.workers) as pool:
                 pr = Prober(ep, opts, pool)
-                pfacts, pfs = tls_probes(pr)
+                vjobs = vulns.start(ep, opts.name, pool)  # beside the other probes
+                try:
+                    pfacts, pfs = tls_probes(pr)
+                finally:
+                    vfacts, vfs, vnotes = vulns.collect(vjobs)
+                    pr.count += vjobs.connections
+                facts.update(vfacts)
+                fs.extend(vfs)
+                incomplete.extend(vnotes)
             raw_chain = pfacts.pop("_raw_chain")
             facts.update(pfacts)
             fs.extend(pfs)

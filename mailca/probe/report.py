@@ -111,6 +111,23 @@ CATALOG: dict[str, Check] = {c.id: c for c in (
     Check("smtp.no_auth", "LOW", "submission port offers no AUTH after TLS",
           "-o smtpd_sasl_auth_enable=yes on the submission service in master.cf"),
     Check("smtp.auth", "OK", "AUTH mechanisms"),
+    # vulnerabilities (probe/vulns.py)
+    Check("vuln.heartbleed", "CRITICAL", "Heartbleed (CVE-2014-0160): the heartbeat echo leaks server memory",
+          "update OpenSSL (>= 1.0.1g, any supported distribution) and restart Postfix/Dovecot; then treat the key "
+          "as stolen: 'mailca rekey HOST' and 'mailca revoke' the old certificate"),
+    Check("vuln.ccs_injection", "CRITICAL", "OpenSSL CCS injection (CVE-2014-0224): early ChangeCipherSpec accepted",
+          "update OpenSSL (>= 1.0.1h / 1.0.0m / 0.9.8za) and restart Postfix/Dovecot"),
+    Check("vuln.robot", "CRITICAL", "ROBOT: Bleichenbacher oracle on RSA key exchange",
+          "drop RSA key exchange: smtpd_tls_exclude_ciphers = kRSA (plus the usual aNULL, eNULL, EXPORT, ...) in "
+          "main.cf (Dovecot: ssl_cipher_list without kRSA), and update the TLS library"),
+    Check("vuln.sslv2", "CRITICAL", "SSLv2 offered (DROWN)",
+          "smtpd_tls_protocols = >=TLSv1.2 and smtpd_tls_mandatory_protocols = >=TLSv1.2 with a current "
+          "OpenSSL (no SSLv2 at all); a key ever used on an SSLv2 server must be replaced: 'mailca rekey HOST'"),
+    Check("vuln.checked", "OK", "vulnerability probes"),
+    Check("vuln.starttls_injection", "HIGH",
+          "STARTTLS command injection (CVE-2011-0411 class): plaintext pipelined after STARTTLS runs inside TLS",
+          "update the SMTP server (Postfix >= 2.8.1 / 2.7.3 / 2.6.9 discards input buffered before TLS)"),
+
     Check("tls.handshake", "OK", "TLS handshake"),
 )}
 

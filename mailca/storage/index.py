@@ -199,4 +199,8 @@ def lineages_for_host(store, host: str) -> list[dict]:
         by_name = [e for e in live if lineage_names and e["name"] == lineage_names[0]]
     if not by_name:
         raise StoreError(f"no certificate for {host!r} in {store.path}; issue one with 'mailca issue {name}'")
+    for e in by_name:
+        # what callers print or install (configs naming live/, TLSA digests of its files) must
+        # not come from a lineage directory someone else can write or has linked elsewhere
+        store.check_lineage(e["name"], e["key_type"])
     return sorted(by_name, key=lambda e: e["key_type"])

@@ -203,6 +203,14 @@ class Store:
             self._guard_passed = fsguard.check_store(self.path)
         return self._guard_passed
 
+    def check_lineage(self, name: str, key_type: str) -> None:
+        """Refuse a lineage whose directories (down to ``live`` and what it points at) are
+        not real, trustworthy directories of this store (see :func:`fsguard.check_components`)."""
+        live = self.live_dir(name, key_type)
+        fsguard.check_components(self.path, live, allow_live=True, leaf_dir=True)
+        if live.is_symlink():
+            fsguard.check_components(self.path, live.resolve(strict=False), leaf_dir=True)
+
     def ensure_dir(self, path: str | os.PathLike, mode: int = DIR_MODE, *, durable: bool = False) -> None:
         """Create a directory inside the store, never through a link."""
         fsguard.ensure_dir_inside(self.path, path, mode, durable=durable)
