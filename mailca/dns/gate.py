@@ -101,13 +101,14 @@ class NeedState:
     ttl: int
     ready_at: _dt.datetime | None
     missing: tuple  # servers that do not serve an accepted record (or did not answer properly)
+    neg_ttl: int = 0  # the RRset was absent before: its negative-cache TTL counts too (0: not)
 
     @property
     def ready(self) -> bool:
         return self.ready_at is not None and self.ready_at <= certinfo.utcnow()
 
     def as_dict(self) -> dict:
-        return {"owner": self.need.owner, "what": self.need.what, "matched": self.matched,
+        return {"owner": self.need.owner, "what": self.need.what, "matched": self.matched, "neg_ttl": self.neg_ttl,
                 "first_seen": certinfo.iso(self.first_seen) if self.first_seen else None, "ttl": self.ttl,
                 "ready_at": certinfo.iso(self.ready_at) if self.ready_at else None, "missing": list(self.missing)}
 
@@ -132,8 +133,10 @@ class GateResult:
             if n.missing:
                 parts.append(f"{n.need.owner} ({n.need.what}): not served by {', '.join(n.missing)}")
             elif n.ready_at is not None and not n.ready:
+                neg = (f"; the RRset did not exist before and a resolver may cache that for {n.neg_ttl}s (SOA minimum)"
+                       if n.neg_ttl > n.ttl else "")
                 parts.append(f"{n.need.owner} ({n.need.what}): seen everywhere since {certinfo.iso(n.first_seen)}, "
-                             f"wait until {certinfo.iso(n.ready_at)} (2 x TTL {n.ttl}s)")
+                             f"wait until {certinfo.iso(n.ready_at)} (2 x TTL {n.ttl}s{neg})")
         return "; ".join(parts)
 
 
@@ -285,6 +288,7 @@ def check(store, needs: list[Need], resolver: tuple[str, int], ns_port: int = 53
                     changed = True
             best = None
             neg = owners.get(n.owner.lower())
+            neg_ttl = int(neg["neg_ttl"]) if neg and neg.get("present_since") else 0
             for a in everywhere:
                 e = seen[f"{n.owner} {a}"]
                 at = certinfo.parse_iso(e["first_seen"]) + _dt.timedelta(seconds=2 * int(e["ttl"]))
@@ -297,7 +301,7 @@ def check(store, needs: list[Need], resolver: tuple[str, int], ns_port: int = 53
             if best is None:
                 states.append(NeedState(n, None, None, ttl, None, missing))
             else:
-                states.append(NeedState(n, best[0], best[1], best[3], best[2], missing))
+                states.append(NeedState(n, best[0], best[1], best[3], best[2], missing, neg_ttl))
         if changed:
             store.write_file(_state_path(store), (json.dumps(st, indent=1, sort_keys=True) + "\n").encode(), private=True)
     ready = all(s.ready_at is not None and s.ready_at <= now for s in states)

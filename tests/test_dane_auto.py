@@ -1,0 +1,238 @@
+"""The scheduled job ('mailca auto', what 'mailca schedule' makes the timer run) against real
+DNS: a Knot primary + secondary (signed zone, TSIG updates) and a validating unbound on
+loopback (tests/dns_harness.py).  The gate's clock is MAILCA_NOW (offsets from one captured
+moment); DNS is real.  The zone's SOA minimum (negative-cache TTL, 40 s) is longer than the
+records' TTL (15 s), so the negative-cache rule of the gate is visible."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shlex
+
+import pytest
+
+from conftest import CAHandle, base_env, require, run
+from dns_harness import DnsHarness
+
+HOST = "mail.example.org"
+DAY = 86400
+NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+def at(seconds: int, **extra) -> dict:
+    return base_env(MAILCA_NOW=(NOW + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ"), **extra)
+
+
+def iso(seconds: int) -> str:
+    return (NOW + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.fixture(scope="module")
+def dnsz(tmp_path_factory):
+    for t in ("knotd", "knotc", "kdig", "unbound"):
+        require(t)
+    with DnsHarness(tmp_path_factory.mktemp("dns"), "example.org", secondary=True, base="127.0.54", neg_ttl=40) as h:
+        yield h
+
+
+def new_ca(tmp_path, profile: str | None = None) -> CAHandle:
+    d = tmp_path / "store"
+    extra = []
+    if profile is not None:
+        p = tmp_path / "profile.toml"
+        p.write_text(profile)
+        extra = ["--profile", p]
+    r = run(["--dir", d, "init", "--org", "Test Mail", "--domain", "example.org", *extra], env=at(0))
+    assert r.returncode == 0, r.stderr
+    ca = CAHandle(d, ("example.org",))
+    ca.ok("issue", HOST, env=at(0))
+    return ca
+
+
+def wait_served(dnsz, owner, server, want: set[str], timeout=20.0) -> set[str]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    got = set()
+    while time.monotonic() < deadline:
+        got = dnsz.tlsa(owner, server)
+        if got == want:
+            return got
+        time.sleep(0.2)
+    return got
+
+
+def served_everywhere(dnsz, owner, want: set[str]):
+    for server in (dnsz.primary, dnsz.secondary, dnsz.resolver):
+        got = wait_served(dnsz, owner, server, want)
+        assert got == want, (server, got, want)
+
+
+def remember(ca, dnsz, port, usage, *, resolver=True, secs=0):
+    args = ["dane", "publish", HOST, "--port", port, "--usage", usage, "--ttl", "15", "--server", dnsz.primary,
+            "--tsig-key-file", dnsz.tsig_file, "--remember", "--json"]
+    if resolver:
+        args += ["--resolver", dnsz.resolver, "--ns-port", str(dnsz.port)]
+    r = ca.run(*args, env=at(secs))
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def wanted(ca, port, usage) -> set[str]:
+    r = ca.ok("dane", HOST, "--json", "--port", port, "--usage", usage)
+    return {x["rdata"] for x in json.loads(r.stdout)["records"]}
+
+
+def job(ca, secs, *extra, env=None):
+    """The argv 'mailca schedule --systemd' puts into ExecStart, run at clock +secs."""
+    from mailca.lifecycle.schedule import parse_unit
+
+    s = ca.ok("schedule", "--systemd", "--json", *extra)
+    unit = json.loads(s.stdout)["files"]["mailca-renew.service"]
+    argv = shlex.split(parse_unit(unit)["Service"]["ExecStart"])
+    assert argv == json.loads(s.stdout)["argv"] and "auto" in argv
+    import subprocess
+
+    return subprocess.run(argv, env=env or at(secs), capture_output=True, text=True, timeout=120)
+
+
+def test_remember_keeps_settings_not_secrets_and_schedule_runs_auto(tmp_path, dnsz):
+    ca = new_ca(tmp_path)
+    out = remember(ca, dnsz, "2601", "3")
+    f = ca.dir / "dane-publish.json"
+    assert oct(f.stat().st_mode & 0o777) == "0o600"
+    data = json.loads(f.read_text())
+    rec = data["hosts"][HOST]
+    assert rec["tsig_key_file"] == str(dnsz.tsig_file) and rec["resolver"] == dnsz.resolver and rec["ports"] == [2601]
+    assert out["remembered"]["ttl"] == 15
+    assert dnsz.secret not in f.read_text()
+    s = json.loads(ca.ok("schedule", "--systemd", "--json", "--deploy-hook", "postfix reload").stdout)
+    assert s["argv"][-5:] == ["auto", "--quiet", "--deploy-hook", "postfix reload"][-5:] or "auto" in s["argv"]
+    text = json.dumps(s)
+    assert dnsz.secret not in text and str(dnsz.tsig_file) not in text and dnsz.primary not in text
+    # the job with nothing due: silent, exit 0
+    r = job(ca, 10)
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stdout + r.stderr
+    # a hand-edited settings file is one clear error, nothing written
+    f.write_text(json.dumps({"version": 1, "hosts": {HOST: {**rec, "ttl": "15"}}}))
+    r = ca.run("auto", env=at(20))
+    assert r.returncode == 3 and "dane-publish.json is corrupt" in r.stderr and "ttl" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1
+
+
+def test_auto_rotates_a_key_through_the_gate_and_prunes(tmp_path, dnsz):
+    ca = new_ca(tmp_path, '[rekey]\nevery = "1d"\n')
+    port, owner = "2602", "_2602._tcp.mail.example.org."
+    flag = tmp_path / "reloaded"
+    remember(ca, dnsz, port, "3")
+    cur = wanted(ca, port, "3")
+    hook = ("--deploy-hook", f"touch {flag}")
+    r = job(ca, DAY // 2, *hook)
+    assert r.returncode == 0 and r.stdout == "", r.stdout + r.stderr  # key younger than rekey.every
+    r = job(ca, DAY + 10, *hook, "--rekey-every", "1d")
+    assert r.returncode == 0, r.stderr
+    both = wanted(ca, port, "3")
+    assert len(both) == 2 and cur < both
+    served_everywhere(dnsz, owner, both)
+    r = job(ca, DAY + 11, *hook)
+    assert r.returncode == 0 and not flag.exists(), r.stdout + r.stderr
+    assert r.stdout.count("\n") == 1 and r.stdout.startswith("mailca auto: waiting for DNS:") and "wait until" in r.stdout
+    # the RRset did not exist before the first publish and the gate first saw it at +DAY+11:
+    # a cached NODATA (SOA minimum 40 s) may live until then + 40 s; 2 x that counts
+    assert f"wait until {iso(DAY + 91)}" in r.stdout and "40s (SOA minimum)" in r.stdout, r.stdout
+    j = json.loads(ca.run("auto", "--json", env=at(DAY + 60)).stdout)
+    assert j["ok"] and j["held"] and not j["actions"]
+    r = job(ca, DAY + 91, *hook)
+    assert r.returncode == 0, r.stderr
+    assert flag.exists() and "waiting" not in r.stdout and r.stdout.startswith("mailca auto: "), r.stdout
+    new = both - cur
+    assert wait_served(dnsz, owner, dnsz.primary, new) == new  # the old 3 1 1 is gone
+    assert wanted(ca, port, "3") == new
+    r = job(ca, DAY + 100, *hook)
+    assert r.returncode == 0 and r.stdout == "", r.stdout  # steady state
+
+
+def test_auto_intermediate_renewal_switches_leaves_after_the_gate(tmp_path, dnsz):
+    """A 2-only (DANE-TA) deployment: the job renews the intermediate (inside its warning
+    window), publishes the coming 2 0 1 beside the live one, switches the leaf only once DNS
+    has served it for 2 x TTL, reloads, then removes the old 2 0 1."""
+    ca = new_ca(tmp_path, "[ca]\nintermediate_days = 60\n[leaf]\ndays = 30\n[renew]\nintermediate_warn_days = 90\n")
+    port, owner = "2603", "_2603._tcp.mail.example.org."
+    flag = tmp_path / "reloaded"
+    remember(ca, dnsz, port, "2")
+    old_ta = wanted(ca, port, "2")
+    served_everywhere(dnsz, owner, old_ta)
+    leaf0 = (ca.live(HOST) / "cert.pem").read_bytes()
+    # without the root passphrase the job says what to do and changes nothing
+    r = ca.run("auto", env=at(5, MAILCA_PASSPHRASE=None))
+    assert r.returncode == 0 and "without the root passphrase" in r.stderr and "--passphrase-file" in r.stderr, r.stderr
+    pf = tmp_path / "pass"
+    pf.write_text(base_env()["MAILCA_PASSPHRASE"] + "\n")
+    pf.chmod(0o600)
+    hook = ("--deploy-hook", f"touch {flag}", "--passphrase-file", str(pf))
+    noenv = dict(MAILCA_PASSPHRASE=None)
+    r = job(ca, 10, *hook, env=at(10, **noenv))
+    assert r.returncode == 0, r.stderr
+    both = wanted(ca, port, "2")
+    assert len(both) == 2 and old_ta < both
+    assert (ca.live(HOST) / "cert.pem").read_bytes() == leaf0
+    served_everywhere(dnsz, owner, both)
+    r = job(ca, 11, *hook, env=at(11, **noenv))
+    assert r.returncode == 0 and "waiting for DNS" in r.stdout and "renewal of mail.example.org" in r.stdout, r.stdout
+    # 2 x TTL after the new 2 0 1 was first seen (the run at +10 asked DNS right after publishing
+    # it; if the secondary lagged, +11) is +40/+41, but the owner's RRset was new at +0 and first
+    # seen everywhere at +10: a cached NODATA (40 s) counts too -> +90
+    assert any(f"wait until {iso(t)}" in r.stdout for t in (90, 91)) and not flag.exists(), r.stdout
+    r = job(ca, 41, *hook, env=at(41, **noenv))
+    assert r.returncode == 0 and "waiting for DNS" in r.stdout, r.stdout
+    assert (ca.live(HOST) / "cert.pem").read_bytes() == leaf0
+    r = job(ca, 91, *hook, env=at(91, **noenv))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (ca.live(HOST) / "cert.pem").read_bytes() != leaf0 and flag.exists()
+    assert (ca.live(HOST) / "chain.pem").read_bytes() == ca.intermediate.read_bytes()
+    new = both - old_ta
+    assert wait_served(dnsz, owner, dnsz.primary, new) == new  # the old 2 0 1 went after the reload
+
+
+def test_auto_without_a_resolver_2_only_rotation_uses_printed_time(tmp_path, dnsz):
+    """No resolver remembered: the printed-time rule (and it says so); a 2-only deployment
+    still commits (its 2 0 1 covers the next key)."""
+    ca = new_ca(tmp_path, '[rekey]\nevery = "1d"\n')
+    port = "2604"
+    remember(ca, dnsz, port, "2", resolver=False)
+    r = ca.run("auto", env=at(DAY + 10))
+    assert r.returncode == 0 and "staged a next" in r.stdout, r.stdout + r.stderr
+    r = ca.run("auto", "--json", env=at(DAY + 11))
+    j = json.loads(r.stdout)
+    assert r.returncode == 0 and j["held"] and f"wait until {iso(DAY + 40)}" in j["held"][0], j
+    assert any("DNS not asked" in w for w in j["warnings"]) or "printed" in j["held"][0], j
+    before = (ca.live(HOST) / "cert.pem").read_bytes()
+    r = ca.run("auto", "--json", env=at(DAY + 40))
+    j = json.loads(r.stdout)
+    assert r.returncode == 0 and any("now uses the staged key" in a for a in j["actions"]), j
+    assert any("DNS not asked" in w for w in j["warnings"]), j
+    assert (ca.live(HOST) / "cert.pem").read_bytes() != before
+
+
+def test_gate_counts_the_negative_cache_ttl_of_a_new_rrset(tmp_path, dnsz):
+    """The owner had no TLSA RRset: a resolver may cache that NODATA for the SOA minimum
+    (40 s here), longer than the records' TTL (15 s): the gate waits 2 x 40 s."""
+    ca = new_ca(tmp_path)
+    port, owner = "2605", "_2605._tcp.mail.example.org."
+    ca.ok("rekey", HOST, "--stage", env=at(0))
+    r = ca.run("dane", "publish", HOST, "--port", port, "--usage", "3", "--ttl", "15", "--server", dnsz.primary,
+               "--tsig-key-file", dnsz.tsig_file, env=at(0))
+    assert r.returncode == 0, r.stderr
+    served_everywhere(dnsz, owner, wanted(ca, port, "3"))
+
+    def commit(secs):
+        return ca.run("rekey", HOST, "--commit", "--resolver", dnsz.resolver, "--ns-port", str(dnsz.port),
+                      "--port", port, env=at(secs))
+
+    r = commit(1)
+    assert r.returncode == 3 and f"wait until {iso(81)}" in r.stderr and "40s" in r.stderr, r.stderr
+    r = commit(31)  # 2 x TTL is over, 2 x the negative TTL is not
+    assert r.returncode == 3 and f"wait until {iso(81)}" in r.stderr, r.stderr
+    r = commit(81)
+    assert r.returncode == 0, r.stderr
