@@ -236,3 +236,47 @@ def test_gate_counts_the_negative_cache_ttl_of_a_new_rrset(tmp_path, dnsz):
     assert r.returncode == 3 and f"wait until {iso(81)}" in r.stderr, r.stderr
     r = commit(81)
     assert r.returncode == 0, r.stderr
+
+
+def test_auto_refreshes_the_crl_into_its_published_place_before_next_update(tmp_path):
+    """No DNS needed: the CRL step of the job ('schedule --crl-out FILE'), on the injected clock."""
+    from cryptography import x509
+
+    ca = new_ca(tmp_path)
+    out = tmp_path / "www" / "ca.crl"
+    out.parent.mkdir()
+
+    def crl():
+        c = x509.load_der_x509_crl(out.read_bytes())
+        return c.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number, c.next_update_utc
+
+    r = job(ca, 60, "--crl-out", str(out))
+    assert r.returncode == 0 and r.stdout == "mailca auto: 1 change(s)\n", r.stdout + r.stderr  # --quiet: the status
+    j = json.loads(ca.ok("auto", "--json", "--crl-out", str(out), env=at(120)).stdout)
+    assert j["actions"] == [] and j["status"] == "mailca auto: nothing to do", j
+    n1, next1 = crl()
+    assert next1 == NOW + dt.timedelta(seconds=60, days=7)  # profile crl.next_update_days = 7
+    r = job(ca, 3 * DAY, "--crl-out", str(out))  # more than half of its life left: untouched
+    assert r.returncode == 0 and r.stdout == "" and crl() == (n1, next1), r.stdout
+    r = job(ca, 4 * DAY, "--crl-out", str(out))  # less than half left: a new one, before nextUpdate
+    assert r.returncode == 0, r.stderr
+    n2, next2 = crl()
+    assert n2 == n1 + 1 and next2 == NOW + dt.timedelta(days=11)
+    out.unlink()  # the published copy went missing: put back on the next run
+    assert job(ca, 4 * DAY + 60, "--crl-out", str(out)).returncode == 0 and crl()[0] == n2 + 1
+
+
+def test_auto_remembered_tsig_file_gone_is_one_clear_error_and_nothing_else_stops(tmp_path, dnsz):
+    import shutil
+
+    ca = new_ca(tmp_path)
+    key = tmp_path / "update.key"
+    shutil.copy(dnsz.tsig_file, key)
+    r = ca.run("dane", "publish", HOST, "--port", "2606", "--ttl", "15", "--server", dnsz.primary, "--tsig-key-file",
+               key, "--remember", env=at(0))
+    assert r.returncode == 0 and "Remembered for the scheduled job" in r.stdout, r.stderr
+    key.unlink()
+    r = ca.run("auto", "--days-before", "3650", env=at(60))  # the leaf is due: it renews all the same
+    assert r.returncode == 3 and r.stderr.count("\n") == 1, r.stderr
+    assert "TSIG key file remembered for mail.example.org is unusable" in r.stderr and "--remember" in r.stderr
+    assert "renewed mail.example.org" in r.stdout

@@ -103,8 +103,12 @@ def publish_host(store, hs, *, now=None, dry_run: bool = False):
 
     now = now or certinfo.utcnow()
     entries, recs = _records(store, hs)
-    res = client.publish(recs, server=client.parse_server(hs.server, "server"), key=client.load_tsig(hs.tsig_key_file),
-                         zone=hs.zone, dry_run=dry_run)
+    try:
+        key = client.load_tsig(hs.tsig_key_file)
+    except UsageError as exc:  # the remembered file went away or changed: not the user's typing
+        raise StoreError(f"the TSIG key file remembered for {hs.host} is unusable ({exc.message}); restore it or run "
+                         f"'mailca dane publish {hs.host} ... --remember' again") from None
+    res = client.publish(recs, server=client.parse_server(hs.server, "server"), key=key, zone=hs.zone, dry_run=dry_run)
     if not dry_run:
         dnsgate.note_absent(store, dict(res.absent), now)
         # a staged key is covered by its own 3 1 1 ("next") or by the CA's 2 x 1: either starts
