@@ -280,3 +280,22 @@ def test_auto_remembered_tsig_file_gone_is_one_clear_error_and_nothing_else_stop
     assert r.returncode == 3 and r.stderr.count("\n") == 1, r.stderr
     assert "TSIG key file remembered for mail.example.org is unusable" in r.stderr and "--remember" in r.stderr
     assert "renewed mail.example.org" in r.stdout
+
+
+def test_auto_runs_one_at_a_time(tmp_path):
+    import fcntl
+    import os
+
+    ca = new_ca(tmp_path)
+    before = (ca.live(HOST) / "cert.pem").read_bytes()
+    fd = os.open(ca.dir / ".auto.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        r = ca.run("auto", "--days-before", "3650", env=at(60))  # due, but another run holds the job lock
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "mailca auto: another 'mailca auto' run is in progress; this one did nothing\n", r.stdout
+        assert (ca.live(HOST) / "cert.pem").read_bytes() == before
+    finally:
+        os.close(fd)
+    r = ca.run("auto", "--days-before", "3650", env=at(60))
+    assert r.returncode == 0 and "renewed mail.example.org" in r.stdout, r.stdout + r.stderr

@@ -64,7 +64,7 @@ def cli(store_dir, hooks, days_before, rekey_every, passphrase_file, crl_out, qu
                     click.echo(f"deploy hook ok: {h['hook']}")
             for p in res.probes:
                 click.echo(f"verified on the wire: {p['proto']} {p['address']}:{p['port']} serves serial {p['serial']}")
-        if res.actions or res.held:
+        if res.actions or res.held or res.busy:
             click.echo(res.status())
     if res.failures:
         more = f" (and {len(res.failures) - 1} more)" if len(res.failures) > 1 else ""

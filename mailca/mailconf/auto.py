@@ -51,6 +51,7 @@ class AutoResult:
     probes: list = field(default_factory=list)
     published: list = field(default_factory=list)  # record changes sent to DNS
     exit_code: int = 0  # of the first failure (the MailcaError's), 0 when none
+    busy: bool = False  # another run held the job lock: this one did nothing
 
     def fail(self, text: str, exc: MailcaError | None = None, code: int | None = None) -> None:
         self.failures.append(text)
@@ -59,6 +60,8 @@ class AutoResult:
 
     def status(self) -> str:
         """One line for the log: what this run did or why it waits."""
+        if self.busy:
+            return "mailca auto: another 'mailca auto' run is in progress; this one did nothing"
         if self.failures:
             return f"mailca auto: {len(self.failures)} step(s) failed; first: {self.failures[0]}"
         parts = []
@@ -69,7 +72,8 @@ class AutoResult:
         return "mailca auto: " + (", ".join(parts) if parts else "nothing to do")
 
     def as_dict(self) -> dict:
-        return {"status": self.status(), "ok": not self.failures, "actions": self.actions, "held": self.held,
+        return {"status": self.status(), "ok": not self.failures, "busy": self.busy, "actions": self.actions,
+                "held": self.held,
                 "warnings": self.warnings, "failures": self.failures, "hooks": self.hooks, "probes": self.probes,
                 "published": self.published}
 
@@ -301,6 +305,15 @@ def run(store, *, hooks: list[str] = (), days_before: int | None = None, rekey_e
 
         refuse_inside_store(check_out_path(crl_out), store.path, "--crl-out")
     settings = dsettings.load(store)
+    with store.job_lock("auto") as mine:
+        if not mine:  # cron + a hand run, or a slow run overlapping the next: one at a time
+            return AutoResult(busy=True)
+        return _run(store, settings, parsed_hooks, days_before, every_s, passphrase_file, crl_out, now)
+
+
+def _run(store, settings, parsed_hooks, days_before, every_s, passphrase_file, crl_out, now) -> AutoResult:
+    from ..lifecycle.renew import run_hooks
+
     now = now or certinfo.utcnow()
     res = AutoResult()
 
