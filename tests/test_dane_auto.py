@@ -299,3 +299,17 @@ def test_auto_runs_one_at_a_time(tmp_path):
         os.close(fd)
     r = ca.run("auto", "--days-before", "3650", env=at(60))
     assert r.returncode == 0 and "renewed mail.example.org" in r.stdout, r.stdout + r.stderr
+
+
+def test_auto_unreachable_resolver_blocks_the_switch_with_a_clear_message(tmp_path, dnsz):
+    ca = new_ca(tmp_path, '[rekey]\nevery = "1d"\n')
+    r = ca.run("dane", "publish", HOST, "--port", "2607", "--usage", "3", "--ttl", "15", "--server", dnsz.primary,
+               "--tsig-key-file", dnsz.tsig_file, "--resolver", "127.0.0.1@9", "--remember", env=at(0))
+    assert r.returncode == 0, r.stderr
+    assert ca.run("auto", env=at(DAY + 10)).returncode == 0  # stages the next key
+    before = (ca.live(HOST) / "cert.pem").read_bytes()
+    r = ca.run("auto", env=at(DAY + 1000))
+    assert r.returncode == 6, (r.returncode, r.stdout, r.stderr)
+    assert r.stderr.count("\n") == 1 and "cannot ask the validating resolver" in r.stderr and "127.0.0.1@9" in r.stderr
+    assert "nothing was switched" in r.stderr
+    assert (ca.live(HOST) / "cert.pem").read_bytes() == before
