@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConnectError
 
-__all__ = ["Item", "Lookup", "Served", "Report", "lookup", "match_chain", "check_domain"]
+__all__ = ["Item", "Lookup", "Served", "Report", "lookup", "match_chain", "served_chain", "check_domain"]
 
 SEVERITIES = ("OK", "INFO", "WARNING", "CRITICAL")
 ALGS = {
@@ -137,7 +137,14 @@ def lookup(resolver, name: str, rtype: str, timeout: float) -> Lookup:
 
 
 def _handshake(addr: str, port: int, alg: str, sni: str, timeout: float) -> list[bytes]:
-    """STARTTLS to addr:port offering only ``alg``'s signature algorithms; the chain served."""
+    return served_chain(addr, port, alg, sni, timeout)
+
+
+def served_chain(addr: str, port: int, alg: str, sni: str, timeout: float, *, tls12_ciphers: bool = False) -> list[bytes]:
+    """STARTTLS to addr:port offering only ``alg``'s signature algorithms; the chain served
+    (DER, leaf first).  ``tls12_ciphers``: take the public-API route of
+    :func:`_restrict_sigalgs` (TLS 1.2, key type chosen by cipher suite) even when the
+    sigalgs call is available - the route a future pyOpenSSL without it would take."""
     from OpenSSL import SSL
 
     from .smtp import Endpoint, TLSChannel, open_for_tls
@@ -149,7 +156,7 @@ def _handshake(addr: str, port: int, alg: str, sni: str, timeout: float) -> list
         ch.ep, ch.sock = ep, sock
         ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
         ctx.set_verify(SSL.VERIFY_NONE, lambda *a: True)
-        _restrict_sigalgs(ctx, alg)
+        _restrict_sigalgs(ctx, alg, tls12_ciphers=tls12_ciphers)
         ch.conn = SSL.Connection(ctx, sock)
         ch.conn.set_tlsext_host_name(sni.encode("idna"))
         ch.conn.set_connect_state()
@@ -160,7 +167,7 @@ def _handshake(addr: str, port: int, alg: str, sni: str, timeout: float) -> list
         sock.close()
 
 
-def _restrict_sigalgs(ctx, alg: str) -> None:
+def _restrict_sigalgs(ctx, alg: str, *, tls12_ciphers: bool = False) -> None:
     """Offer only ``alg``'s signature algorithms, so a dual-certificate server shows that chain.
 
     There is no public API for this: pyOpenSSL (26.x) wraps neither SSL_CTX_set1_sigalgs_list
@@ -176,7 +183,7 @@ def _restrict_sigalgs(ctx, alg: str) -> None:
     try:
         from OpenSSL._util import lib as _lib  # noqa: PLC2701 - no public equivalent, see above
 
-        setter = _lib.SSL_CTX_set1_sigalgs_list
+        setter = None if tls12_ciphers else _lib.SSL_CTX_set1_sigalgs_list
     except (ImportError, AttributeError):
         setter = None
     if setter is not None:
