@@ -177,6 +177,7 @@ def test_auto_intermediate_renewal_switches_leaves_after_the_gate(tmp_path, dnsz
     both = wanted(ca, port, "2")
     assert len(both) == 2 and old_ta < both
     assert (ca.live(HOST) / "cert.pem").read_bytes() == leaf0
+    dnsz.flush_resolver()  # it cached the one-record set a moment ago (TTL 15 s); the gate's clock is injected
     served_everywhere(dnsz, owner, both)
     r = job(ca, 11, *hook, env=at(11, **noenv))
     assert r.returncode == 0 and "waiting for DNS" in r.stdout and "renewal of mail.example.org" in r.stdout, r.stdout
@@ -313,3 +314,28 @@ def test_auto_unreachable_resolver_blocks_the_switch_with_a_clear_message(tmp_pa
     assert r.stderr.count("\n") == 1 and "cannot ask the validating resolver" in r.stderr and "127.0.0.1@9" in r.stderr
     assert "nothing was switched" in r.stderr
     assert (ca.live(HOST) / "cert.pem").read_bytes() == before
+
+
+def test_auto_completes_a_hand_run_intermediate_renewal(tmp_path, dnsz):
+    """No passphrase for the job: the admin runs 'ca renew-intermediate'; the job publishes the
+    coming 2 0 1, switches the leaf once the gate opens and removes the old record."""
+    ca = new_ca(tmp_path)
+    port, owner = "2608", "_2608._tcp.mail.example.org."
+    remember(ca, dnsz, port, "2")
+    old_ta = wanted(ca, port, "2")
+    served_everywhere(dnsz, owner, old_ta)
+    ca.ok("ca", "renew-intermediate", env=at(5))
+    noenv = dict(MAILCA_PASSPHRASE=None)
+    r = ca.run("auto", "--json", env=at(10, **noenv))
+    j = json.loads(r.stdout)
+    assert r.returncode == 0 and j["held"] and any("published" in a for a in j["actions"]), j
+    both = wanted(ca, port, "2")
+    dnsz.flush_resolver()  # it cached the one-record set a moment ago (TTL 15 s); the gate's clock is injected
+    served_everywhere(dnsz, owner, both)
+    assert ca.run("auto", env=at(11, **noenv)).stdout.startswith("mailca auto: waiting for DNS:")
+    r = ca.run("auto", "--json", env=at(200, **noenv))
+    j = json.loads(r.stdout)
+    assert r.returncode == 0 and not j["held"] and any(a.startswith("renewed mail.example.org") for a in j["actions"]), j
+    assert (ca.live(HOST) / "chain.pem").read_bytes() == ca.intermediate.read_bytes()
+    new = both - old_ta
+    assert wait_served(dnsz, owner, dnsz.primary, new) == new
