@@ -204,17 +204,6 @@ def publish_cmd(store_dir, host, ports, usage, ta, ta_selector, ttl, server, tsi
                    + "; set up the timer with 'mailca schedule --systemd'.")
 
 
-def _parse_every(text: str) -> int:
-    """'1y', '6m', '90d', '12h', '30s' -> seconds."""
-    from ..errors import UsageError
-
-    units = {"y": 365 * 86400, "m": 30 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "s": 1}
-    t = str(text).strip().lower()
-    if len(t) >= 2 and t[:-1].isdigit() and t[-1] in units and int(t[:-1]) > 0:
-        return int(t[:-1]) * units[t[-1]]
-    raise UsageError(f"--every {text!r}: use a number and a unit (y, m, w, d, h, s), e.g. 1y or 90d")
-
-
 @cli.command("rotate", short_help="One step of unattended key rotation: stage -> publish -> DNS gate -> commit -> prune.")
 @store_option
 @click.argument("host")
@@ -245,8 +234,8 @@ def rotate_cmd(store_dir, host, ports, usage, ta, ta_selector, ttl, every, serve
     from ..core import certinfo
     from ..errors import GateHeld, HookError, UsageError
     from ..lifecycle.renew import parse_hooks, run_hooks
-    from ..dns import client as publish
-    from ..mailconf import dane
+    from ..dns import client as publish, settings as dsettings
+    from ..mailconf import auto, dane
     from ..lifecycle import rekey as rekeymod
     from . import rekey
 
@@ -256,18 +245,20 @@ def rotate_cmd(store_dir, host, ports, usage, ta, ta_selector, ttl, every, serve
         every = (load_policy(get_store(store_dir), None)[1].raw.get("rekey") or {}).get("every")
         if every is None:
             raise UsageError("no rotation interval: give --every (e.g. 1y) or set rekey.every in the CA's profile")
-    every_s = _parse_every(every)
+    every_s = auto.parse_every(every, "--every")
     parsed_hooks = parse_hooks(list(hooks))
     srv = publish.parse_server(server, "--server")
     publish.parse_server(resolver, "--resolver")
-    key = publish.load_tsig(tsig_key_file)
+    publish.load_tsig(tsig_key_file)  # a bad key file is a usage error before anything happens
     ctx = click.get_current_context()
 
     def sync(what):
         store, entries, name, recs = _prepare(store_dir, host, ports, usage, ta, ta_selector, ttl)
-        res = publish.publish(recs, server=srv, key=key, zone=zone)
-        if any(r.role == "next" or r.usage == 2 for r in recs):
-            rekeymod.mark_published(store, entries, recs[0].ttl, certinfo.utcnow())
+        hs = dsettings.HostSettings(host=name, server=f"{srv[0]}@{srv[1]}", tsig_key_file=str(tsig_key_file),
+                                    zone=(zone.rstrip(".") + ".") if zone else None, ttl=recs[0].ttl if recs else 3600,
+                                    ports=tuple(dane.parse_ports(ports)), usage=usage, ta=ta, ta_selector=ta_selector,
+                                    resolver=resolver, ns_port=ns_port)
+        res = auto.publish_host(store, hs, now=certinfo.utcnow())  # as the scheduled job publishes
         for c in res.changes:
             if c.action != "keep":
                 click.echo(f"{what}: {'added' if c.action == 'add' else 'removed'} {c.owner} TLSA {c.rdata}")
