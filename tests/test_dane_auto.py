@@ -114,6 +114,13 @@ def test_remember_keeps_settings_not_secrets_and_schedule_runs_auto(tmp_path, dn
     # the job with nothing due: silent, exit 0
     r = job(ca, 10)
     assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stdout + r.stderr
+    # forget / remember again
+    bad = ca.run("dane", "forget", "other.example.org")
+    assert bad.returncode == 2 and "'other.example.org' is not remembered" in bad.stderr and HOST in bad.stderr, bad.stderr
+    ca.ok("dane", "forget", HOST)
+    assert json.loads(f.read_text())["hosts"] == {}
+    remember(ca, dnsz, "2601", "3")
+    rec = json.loads(f.read_text())["hosts"][HOST]
     # a hand-edited settings file is one clear error, nothing written
     f.write_text(json.dumps({"version": 1, "hosts": {HOST: {**rec, "ttl": "15"}}}))
     r = ca.run("auto", env=at(20))

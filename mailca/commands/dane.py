@@ -204,6 +204,29 @@ def publish_cmd(store_dir, host, ports, usage, ta, ta_selector, ttl, server, tsi
                    + "; set up the timer with 'mailca schedule --systemd'.")
 
 
+@cli.command("forget", short_help="Stop the scheduled job publishing HOST (drop its remembered settings).")
+@store_option
+@click.argument("host")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+def forget_cmd(store_dir, host, as_json):
+    """Remove HOST from the settings 'mailca dane publish --remember' kept: 'mailca auto'
+    stops publishing, rotating and gating it.  The records in DNS stay as they are."""
+    from ..core.names import normalize_dns_name
+    from ..dns import settings as dsettings
+    from ..errors import UsageError
+
+    store = get_store(store_dir)
+    name = normalize_dns_name(host)
+    known = [h.host for h in dsettings.load(store)]
+    if name not in known:
+        raise UsageError(f"{host!r} is not remembered for publishing; remembered: {', '.join(known) or 'none'}")
+    dsettings.forget(store, name)
+    if as_json:
+        emit_json({"host": name, "forgotten": True})
+        return
+    click.echo(f"{name}: the scheduled job no longer publishes its TLSA records (DNS left as it is).")
+
+
 @cli.command("rotate", short_help="One step of unattended key rotation: stage -> publish -> DNS gate -> commit -> prune.")
 @store_option
 @click.argument("host")
