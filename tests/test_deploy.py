@@ -439,3 +439,33 @@ def test_testssl_rates_the_deployed_server_clean(tmp_path, crl_http):
             bad = {f["id"]: (f["severity"], f["finding"]) for f in found
                    if f.get("severity") in ("MEDIUM", "HIGH", "CRITICAL")}
             assert bad == {}, f"{svc}: {bad}"
+
+
+def test_rollback_when_a_port_does_not_come_back(debian):
+    """A deploy whose reload leaves 587 dead: the admin's submission entry points smtpd at a SASL
+    socket nobody serves (-o smtpd_sasl_path), harmless while AUTH is off there; the deploy turns
+    AUTH on (smtpd_sasl_auth_enable=yes, which it owns), and after the reload every connection to
+    587 is dropped by a fatal smtpd.  The probe sees the port not answering -> rollback: the files
+    byte-identical, the old certificate served again, one line naming the port and the log."""
+    store, srv, _ = debian
+    key = f"127.0.0.1:{srv.ports['submission']}/inet"
+    srv.postconf("-P", f"{key}/smtpd_sasl_auth_enable=no", f"{key}/smtpd_sasl_path=private/no-such-auth")
+    srv._postfix("reload")
+    time.sleep(1)
+    old_serial, _ = served_serial(srv.ports["submission"], starttls="smtp")  # answers before the deploy
+    before = configs(srv)
+    r = deploy(store, srv, "--wait", "5", ok=False)
+    assert r.returncode == 4, r.stdout + r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1, r.stderr
+    assert re.match(rf"mailca: error: deploy failed: submission 127\.0\.0\.1:{srv.ports['submission']}: ", err[0]), err[0]
+    assert "rolled back" in err[0] and str(srv.log_file) in err[0], err[0]
+    # master(8) throttles the dead service for 60 s, reload or not: mailca restarted Postfix
+    assert "Postfix restarted (submission" in err[0], err[0]
+    assert configs(srv) == before
+    log = srv.log_file.read_text(errors="replace")
+    assert "private/no-such-auth" in log, log[-1500:]  # really the port that died, and why
+    time.sleep(1)
+    for label, (port, starttls) in all_ports(srv).items():
+        got, _ = served_serial(port, starttls=starttls)
+        assert got == old_serial, f"port {label} after rollback"

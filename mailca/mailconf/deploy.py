@@ -609,12 +609,51 @@ def _apply_locked(store, live: Live, p: Plan, *, connect: str, wait: float) -> d
         restore(store, backup)
         try:
             reload_all(live.config_dir, live.dovecot_conf)
-            back = "rolled back"
+            back = f"rolled back to {backup.name}" + _unthrottle(live, p, connect)
         except MailcaError as exc2:
-            back = f"rolled back the files, but the reload failed too ({exc2.message})"
-        raise VerificationError(f"deploy failed: {exc.message}; {back} to {backup.name} - log: {_log_hint(live)}") from None
+            back = f"rolled back the files to {backup.name}, but the reload failed too ({exc2.message})"
+        raise VerificationError(f"deploy failed: {exc.message}; {back} - log: {_log_hint(live)}") from None
     _record(store, p, live, connect, backup, wait)
     return {"backup": str(backup), "changes": len(p.changes), "probes": results}
+
+
+def _answers(ls: Listener, addr: str, timeout: float) -> bool:
+    """True when a Postfix port is served by a process: the 220 greeting on 25/587, a TLS
+    handshake on 465 (no verification: this only asks whether anybody is there)."""
+    import ssl
+
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((addr, ls.port), timeout=timeout) as raw:
+            if ls.proto != "submissions":
+                return _readline(raw, deadline).startswith(b"220")
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            raw.settimeout(max(0.1, deadline - time.monotonic()))
+            with ctx.wrap_socket(raw):
+                return True
+    except (OSError, ValueError):
+        return False
+
+
+def _unthrottle(live: Live, p: Plan, connect: str, timeout: float = 5.0) -> str:
+    """After the rollback's reload: a Postfix service whose processes died under the failed
+    configuration stays throttled by master(8) for service_throttle_time (60 s), reload or not,
+    and its port accepts connections nobody answers.  Restart Postfix then (the only way to
+    clear it) and say so."""
+    dead = [ls for ls in p.listeners if ls.proto in ("smtp", "submission", "submissions")
+            and not _answers(ls, ls.address or connect, timeout)]
+    if not dead:
+        return ""
+    r = _postfix_cmd(live.config_dir, "stop")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _postfix_cmd(live.config_dir, "status").returncode == 0:
+        time.sleep(0.2)
+    r = _postfix_cmd(live.config_dir, "start")
+    if r.returncode != 0:
+        return f", but restarting Postfix (for {dead[0].proto} {dead[0].port}, throttled) failed: {_clean(r.stderr)}"
+    return f", Postfix restarted ({dead[0].proto} {dead[0].port} stayed throttled after the reload)"
 
 
 def rollback(store) -> dict:
