@@ -469,3 +469,173 @@ def test_rollback_when_a_port_does_not_come_back(debian):
     for label, (port, starttls) in all_ports(srv).items():
         got, _ = served_serial(port, starttls=starttls)
         assert got == old_serial, f"port {label} after rollback"
+
+
+# ------------------------------------------------ other MTAs and clients, only the mailca root
+EXIM_ROOT = Path(os.environ.get("MAILCA_EXIM_ROOT", "/var/cache/mailca-test/exim/root"))  # dpkg -x (scripts/test.sh)
+SENDER_MASTER_CF = "smtp inet n - n - - smtpd\n"
+
+
+def wait_log(path: Path, pattern: str, start: int, timeout: float = 60) -> str:
+    """The log text after byte START once PATTERN appears in it (bounded wait)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text(errors="replace")[start:] if path.exists() else ""
+        if re.search(pattern, text, re.M) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.2)
+
+
+def postfix_sends(sender: PostfixServer, main: str, rcpt: str) -> str:
+    """Reconfigure SENDER with MAIN (on top of its base text), send one message to RCPT, return
+    the log from the message's delivery attempt."""
+    sender.main_cf_text = main
+    sender.reload()
+    start = sender.log_file.stat().st_size
+    msg = f"From: bob@sender.example.net\nTo: {rcpt}\nSubject: mailca deploy interop\n\nhello\n"
+    r = subprocess.run(["sendmail", "-C", str(sender.config_dir), "-f", "bob@sender.example.net", rcpt],
+                       input=msg, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return wait_log(sender.log_file, r"status=(sent|deferred|bounced)", start)
+
+
+def test_sending_mtas_and_fetchmail_verify_with_only_the_mailca_root(debian):
+    """After the deploy, with nothing but the world-readable root copy (--root-copy), each as
+    the user it runs as in production: a second Postfix with smtp_tls_security_level = secure
+    (and, second route, mailca's --secure-domain policy table with tafile=) delivers to port 25
+    through postscreen, log 'Verified TLS connection established' + status=sent; Exim with
+    tls_verify_certificates logs CV=yes; fetchmail with sslcertck fetches over 993 and STARTTLS
+    143; a non-root user can 'openssl verify' with the copy."""
+    from postfix_harness import hosts_file, with_hosts
+
+    store, srv, _ = debian
+    run = srv.run_dir  # traversable by the postfix / Debian-exim / nobody users (pytest's tmp is not)
+    root = run / "mailca" / "root.crt"
+    r = deploy(store, srv, "--root-copy", root)
+    assert f"wrote the mailca root (0644, for local services) to {root}" in r.stdout, r.stdout
+    assert root.read_bytes() == (store / "ca" / "root.crt").read_bytes()
+    assert root.stat().st_mode & 0o777 == 0o644 and (run / "mailca").stat().st_mode & 0o777 == 0o755
+    leaf = run / "fullchain.pem"  # what the server sends (public), where nobody can read it
+    leaf.write_bytes((store / "certs" / HOST / "ecdsa-p256" / "live" / "fullchain.pem").read_bytes())
+    os.chmod(leaf, 0o644)
+    v = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "openssl", "verify",
+                        "-CAfile", str(root), "-untrusted", str(leaf), str(leaf)],
+                       capture_output=True, text=True, timeout=30)
+    assert v.returncode == 0 and ": OK" in v.stdout, v.stdout + v.stderr
+    hosts = {HOST: "127.0.0.1", "example.org": "127.0.0.1"}
+    # the deployed server accepts (and discards) mail for root@example.org
+    srv.postconf("-e", "mydestination = localhost, example.org")
+    srv._postfix("reload")
+
+    # --- a second Postfix: level secure, CAfile = the mailca root only (no CApath)
+    base = (f"myhostname = sender.example.net\nsmtp_tls_loglevel = 1\nsmtp_dns_support_level = disabled\n"
+            f"smtp_host_lookup = native\nsmtp_tcp_port = {srv.ports['smtp']}\n")
+    tdir = run / "sender-maps"
+    tdir.mkdir()
+    (tdir / "transport-secure").write_text(f"example.org smtp:[{HOST}]\n")
+    (tdir / "transport-domain").write_text("example.org smtp:\n")  # next hop = the recipient domain
+    sender = PostfixServer(run / "sender", main_cf=base, master_cf=SENDER_MASTER_CF, hosts=hosts)
+    with sender:
+        log = postfix_sends(sender, base + f"transport_maps = texthash:{tdir / 'transport-secure'}\n"
+                            f"smtp_tls_security_level = secure\nsmtp_tls_CAfile = {root}\nsmtp_tls_CApath =\n",
+                            "root@example.org")
+        assert re.search(rf"Verified TLS connection established to {re.escape(HOST)}\[127\.0\.0\.1\]:{srv.ports['smtp']}",
+                         log), log[-2000:]
+        assert re.search(r"status=sent \(250 ", log), log[-2000:]
+        # --- the --secure-domain route: mailca's policy table, tafile = the root copy, Debian's CApath kept
+        w = run / "secure-domain"
+        mailca(store, "postfix", HOST, "--secure-domain", "example.org", "--root-file", root, "--write", w)
+        policy = (w / "mailca-tls-policy").read_text()
+        assert f"tafile={root}" in policy, policy
+        log = postfix_sends(sender, base + f"transport_maps = texthash:{tdir / 'transport-domain'}\n"
+                            "smtp_tls_security_level = may\nsmtp_tls_CApath = /etc/ssl/certs\n"
+                            f"smtp_tls_policy_maps = texthash:{w / 'mailca-tls-policy'}\n", "root@example.org")
+        assert re.search(rf"Verified TLS connection established to example\.org\[127\.0\.0\.1\]:{srv.ports['smtp']}",
+                         log), log[-2000:]
+        assert re.search(r"status=sent \(250 ", log), log[-2000:]
+
+    # --- Exim 4 (dpkg -x of the Debian package) as a sending MTA: CV=yes
+    exim = EXIM_ROOT / "usr" / "sbin" / "exim4"
+    if not exim.exists():
+        pytest.fail(f"{exim} missing: scripts/test.sh unpacks exim4-daemon-light there")
+    ed = run / "exim"
+    (ed / "spool").mkdir(parents=True)
+    (ed / "log").mkdir()
+    uid, gid = int(subprocess.check_output(["id", "-u", "Debian-exim"])), int(subprocess.check_output(["id", "-g", "Debian-exim"]))
+    for d in (ed, ed / "spool", ed / "log"):
+        os.chown(d, uid, gid)
+    conf = ed / "exim.conf"
+    conf.write_text(f"""\
+primary_hostname = exim.example.net
+exim_path = {exim}
+log_selector = +outgoing_port
+exim_user = Debian-exim
+exim_group = Debian-exim
+spool_directory = {ed / 'spool'}
+log_file_path = {ed / 'log'}/%slog
+keep_environment =
+begin routers
+to_mailca:
+  driver = manualroute
+  route_list = * {HOST}::{srv.ports['smtp']} byname
+  self = send
+  transport = verified_tls
+begin transports
+verified_tls:
+  driver = smtp
+  hosts_require_tls = *
+  tls_verify_certificates = {root}
+  tls_verify_hosts = *
+  tls_verify_cert_hostnames = *
+  tls_sni = {HOST}
+begin retry
+*  *  F,1m,1m
+""")
+    hf = hosts_file(ed / "hosts", hosts)
+    r = subprocess.run(with_hosts(hf, [exim, "-C", conf, "-odi", "-f", "bob@exim.example.net", "root@example.org"]),
+                       input="Subject: exim via mailca\n\nhello\n", capture_output=True, text=True, timeout=90)
+    mainlog = (ed / "log" / "mainlog").read_text(errors="replace") if (ed / "log" / "mainlog").exists() else ""
+    assert r.returncode == 0, r.stdout + r.stderr + mainlog
+    assert re.search(rf"=> root@example\.org R=to_mailca T=verified_tls H={re.escape(HOST)} \[127\.0\.0\.1\]:"
+                     rf"{srv.ports['smtp']} .*CV=yes", mainlog), mainlog
+    assert "Completed" in mainlog, mainlog
+
+    # --- fetchmail over 993 and STARTTLS 143: a message delivered to Dovecot's mailbox (LMTP)
+    import smtplib
+
+    with smtplib.LMTP(str(srv.queue_dir / "private" / "dovecot-lmtp"), timeout=30) as lmtp:
+        lmtp.sendmail("bob@sender.example.net", ["alice"],
+                      "From: bob@sender.example.net\r\nSubject: for fetchmail\r\nMessage-ID: <fm-1@mailca.test>\r\n\r\nhi\r\n")
+    fm = run / "fetchmail"
+    fm.mkdir()
+    for label, port, tls in (("993", srv.ports["imaps"], "ssl"), ("143", srv.ports["imap"], "sslproto tls1.2+")):
+        out = fm / f"got-{label}"
+        rc = fm / f"rc-{label}"
+        rc.write_text(f'set no syslog\npoll {HOST} proto imap port {port}\n'
+                      f'  user "alice" password "{USERS["alice"]}" {tls} sslcertck sslcertfile "{root}"\n'
+                      f'  keep fetchall mda "/bin/sh -c \'cat >> {out}\'"\n')
+        os.chmod(rc, 0o600)
+        f = subprocess.run(with_hosts(hf, ["fetchmail", "-f", rc, "-v", "--nodetach"]), capture_output=True, text=True,
+                           timeout=90, env={**os.environ, "FETCHMAILHOME": str(fm), "HOME": str(fm)})
+        assert f.returncode == 0, f"fetchmail {label}: {f.returncode}\n{f.stdout[-2500:]}\n{f.stderr[-1500:]}"
+        assert "<fm-1@mailca.test>" in out.read_text(), label
+        if label == "143":
+            assert "STARTTLS" in f.stdout + f.stderr, f.stdout[-2000:]
+
+
+@pytest.mark.parametrize("given, expect", [
+    ("relative/root.crt", "is not an absolute file path"),
+    ("{store}/ca/copy.crt", "is inside the store"),
+    ("{tmp}", "is a directory"),
+])
+def test_root_copy_bad_path_is_refused_before_anything(tmp_path, given, expect):
+    store = tmp_path / "store"
+    mailca(store, "init", "--org", "Test Mail", "--domain", "example.org")
+    mailca(store, "issue", HOST)
+    path = given.format(store=store, tmp=tmp_path)
+    r = mailca(store, "deploy", HOST, "--postfix-config", tmp_path / "no-such-instance", "--no-dovecot",
+               "--root-copy", path, ok=False)
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"mailca: error: --root-copy {path!r} {expect}"), r.stderr
+    assert not (store / "deploy").exists() and not (store / "ca" / "copy.crt").exists()

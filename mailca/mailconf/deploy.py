@@ -34,7 +34,7 @@ from pathlib import Path
 from ..errors import ConnectError, MailcaError, StoreError, UsageError, VerificationError
 
 __all__ = ["Change", "Live", "Plan", "Target", "read_live", "plan", "apply", "rollback", "probe_all",
-           "format_plan", "verify_deployed", "DROPIN_NAME"]
+           "format_plan", "verify_deployed", "install_root", "check_root_copy", "DROPIN_NAME"]
 
 DROPIN_NAME = "99-mailca.conf"
 TOOL_TIMEOUT = 60
@@ -688,6 +688,42 @@ def _record(store, p: Plan, live: Live, connect: str, backup: Path | None, wait:
         "listeners": [{"proto": ls.proto, "address": ls.address, "port": ls.port} for ls in p.listeners],
     }
     store.write_file(path, json.dumps(data, indent=2, sort_keys=True).encode(), private=True)
+
+
+# --------------------------------------------------------------- root copy for local services
+def install_root(store, path: str) -> dict:
+    """A world-readable (0644) copy of ``ca/root.crt`` at ``path`` for local services and users
+    that cannot read the 0700 store: Exim as Debian-exim, fetchmail, a sending Postfix's
+    smtp_tls_CAfile / tafile=.  Written atomically under the store lock; only the public root
+    certificate, never key material.  Returns {"path", "note"} (note: a parent directory other
+    users cannot traverse, which makes the copy useless to them)."""
+    from ..storage.store import atomic_write, ensure_dir
+
+    p = check_root_copy(store, path)
+    pem = store.ca_file("root.crt").read_bytes()
+    with store.lock():
+        ensure_dir(p.parent, 0o755)
+        atomic_write(p, pem, 0o644)
+    note = None
+    for d in [p.parent.resolve(), *p.parent.resolve().parents]:
+        if not d.stat().st_mode & 0o001:
+            note = f"{d} is not searchable by other users (mode {d.stat().st_mode & 0o7777:o}): they cannot open {p}"
+            break
+    return {"path": str(p), "note": note}
+
+
+def check_root_copy(store, path: str) -> Path:
+    """``--root-copy PATH`` checked before anything is changed (UsageError naming it)."""
+    p = Path(path)
+    if not p.is_absolute() or p.name in ("", ".", ".."):
+        raise UsageError(f"--root-copy {path!r} is not an absolute file path; give e.g. /etc/ssl/mailca/root.crt")
+    store_dir = Path(store.path).resolve()
+    if p.parent.resolve() == store_dir or store_dir in p.parent.resolve().parents:
+        raise UsageError(f"--root-copy {path!r} is inside the store {store_dir} (0700: no other user can read it); "
+                         "give a path outside it, e.g. /etc/ssl/mailca/root.crt")
+    if p.is_dir():
+        raise UsageError(f"--root-copy {path!r} is a directory; give the file name, e.g. {p / 'root.crt'}")
+    return p
 
 
 # ------------------------------------------------------------------------------- probe
