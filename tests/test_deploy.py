@@ -639,3 +639,32 @@ def test_root_copy_bad_path_is_refused_before_anything(tmp_path, given, expect):
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"mailca: error: --root-copy {path!r} {expect}"), r.stderr
     assert not (store / "deploy").exists() and not (store / "ca" / "copy.crt").exists()
+
+
+def served_chain(port: int, *, starttls: str | None) -> list[str]:
+    """The PEM certificates PORT sends, in order."""
+    args = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", HOST, "-showcerts"]
+    args += ["-starttls", starttls] if starttls else []
+    r = subprocess.run(args, input="", capture_output=True, text=True, timeout=60)
+    return re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", r.stdout, re.S)
+
+
+def test_renew_intermediate_then_renew_all_serves_the_new_chain(debian):
+    """'ca renew-intermediate' (same key, new certificate), then 'renew --all --force' switches
+    the leaves onto it: the renewal reloads what was deployed and probes every port, and every
+    port then sends the new intermediate (byte for byte) behind the new leaf."""
+    store, srv, _ = debian
+    deploy(store, srv)
+    old_inter = (store / "ca" / "intermediate.crt").read_text().strip()
+    mailca(store, "ca", "renew-intermediate")
+    new_inter = (store / "ca" / "intermediate.crt").read_text().strip()
+    assert new_inter != old_inter
+    assert served_chain(srv.ports["submissions"], starttls=None)[1] == old_inter  # nothing reloaded yet
+    r = mailca(store, "renew", "--all", "--force")
+    new = current_serial(store)
+    assert len(re.findall(rf"^verified on the wire: .* serves serial {new:x}$", r.stdout, re.M)) == 5, r.stdout
+    root = store / "ca" / "root.crt"
+    for label, (port, starttls) in all_ports(srv).items():
+        assert served_serial(port, starttls=starttls, root=root) == (new, True), f"port {label}"
+        chain = served_chain(port, starttls=starttls)
+        assert chain[1:] == [new_inter], f"port {label} sends {len(chain)} certificate(s), not leaf + new intermediate"
