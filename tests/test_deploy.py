@@ -350,30 +350,64 @@ def test_renew_fails_when_a_port_keeps_the_old_certificate(debian):
     assert got == old  # really still the old one: the error told the truth
 
 
-def test_cyrus_sasl_backend_is_kept(tmp_path):
-    """An admin's Cyrus SASL is detected and left alone (smtpd_sasl_type/path untouched); after
-    the deploy 587 and 465 still offer AUTH after TLS (the probe demands it) and smtpd never
-    dies with 'no SASL authentication mechanisms'.  (A full Cyrus login is not shown here.)"""
+def test_cyrus_saslauthd_backend_is_kept_and_auth_works(tmp_path):
+    """A real Cyrus SASL set-up as Debian documents it: saslauthd (here -a rimap, checking the
+    passwords against the Dovecot IMAP server, so no system account is needed) with its socket
+    inside the chroot, smtpd_sasl_type = cyrus, and smtpd.conf (pwcheck_method: saslauthd) in
+    $config_directory/sasl - where Debian's Postfix reads it (its patch 07_sasl_config ignores
+    cyrus_sasl_config_path: strace shows smtpd opening <config_directory>/sasl/smtpd.conf, then
+    /usr/lib/sasl/smtpd.conf, nothing else).  The deploy keeps the backend (smtpd_sasl_type/path
+    untouched) and afterwards swaks AUTH PLAIN on 587 and 465, verified against the root,
+    succeeds through saslauthd."""
+    import signal
+
     store = tmp_path / "store"
     mailca(store, "init", "--org", "Test Mail", "--domain", "example.org")
     mailca(store, "issue", HOST)
     snake = snakeoil(tmp_path / "snakeoil")
-    srv = PostfixServer(tmp_path / "pf", main_cf="", master_cf=DEBIAN_MASTER_CF)
-    sasl_dir = srv.run_dir / "sasl"  # reachable for the postfix user (pytest's tmp is 0700)
+    srv = PostfixServer(tmp_path / "pf", main_cf="", master_cf=DEBIAN_MASTER_CF, users=USERS, keep_chroot=True,
+                        imap_cert=snake)
+    sasl_dir = srv.config_dir / "sasl"
     sasl_dir.mkdir(parents=True)
-    (sasl_dir / "mailca-cyrus.conf").write_text("pwcheck_method: saslauthd\nmech_list: PLAIN LOGIN\n")
-    srv.main_cf_text = debian_main_cf(snake, sasl="cyrus") + (
-        f"cyrus_sasl_config_path = {sasl_dir}\nsmtpd_sasl_path = mailca-cyrus\n")
+    # smtpd (chroot y) connects to saslauthd after entering the queue directory: a path inside it
+    (sasl_dir / "smtpd.conf").write_text("pwcheck_method: saslauthd\nmech_list: PLAIN LOGIN\n"
+                                         "saslauthd_path: /saslauthd/mux\n")
+    srv.main_cf_text = debian_main_cf(snake, sasl="cyrus")  # smtpd_sasl_path: the default, 'smtpd'
     with srv:
-        dry = mailca(store, "deploy", HOST, "--postfix-config", srv.config_dir, "--no-dovecot", "--dry-run", "--json")
-        plan = json.loads(dry.stdout)
-        assert plan["sasl"] == "cyrus" and "mailca-cyrus.conf" in plan["sasl_detail"]
-        assert not {c["key"] for c in plan["changes"]} & {"smtpd_sasl_type", "smtpd_sasl_path"}, plan["changes"]
-        r = mailca(store, "deploy", HOST, "--postfix-config", srv.config_dir, "--no-dovecot")
-        assert len(re.findall(r"^ok ", r.stdout, re.M)) == 3, r.stdout
-        n = srv.postconf("-n")
-        assert "smtpd_sasl_type = cyrus" in n and "smtpd_sasl_path = mailca-cyrus" in n
-        assert "no SASL authentication mechanisms" not in srv.log_file.read_text(errors="replace")
+        mux = srv.queue_dir / "saslauthd"
+        mux.mkdir()
+        os.chmod(mux, 0o755)
+        with open(srv.run_dir / "saslauthd.log", "w") as log:
+            sa = subprocess.Popen(["saslauthd", "-d", "-a", "rimap", "-O", f"127.0.0.1/{srv.ports['imap']}",
+                                   "-m", str(mux), "-n", "1"], stdin=subprocess.DEVNULL, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 20
+            while not (mux / "mux").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            t = subprocess.run(["testsaslauthd", "-u", "alice", "-p", USERS["alice"], "-f", str(mux / "mux")],
+                               capture_output=True, text=True, timeout=30)
+            assert t.returncode == 0 and "OK" in t.stdout, t.stdout + t.stderr
+            dry = deploy(store, srv, "--dry-run", "--json")
+            plan = json.loads(dry.stdout)
+            assert plan["sasl"] == "cyrus" and str(sasl_dir / "smtpd.conf") in plan["sasl_detail"], plan["sasl_detail"]
+            assert not {c["key"] for c in plan["changes"]} & {"smtpd_sasl_type", "smtpd_sasl_path"}, plan["changes"]
+            r = deploy(store, srv)
+            assert len(re.findall(r"^ok ", r.stdout, re.M)) == 5, r.stdout
+            n = srv.postconf("-n")
+            assert "smtpd_sasl_type = cyrus" in n and "smtpd_sasl_path" not in n, n
+            root = store / "ca" / "root.crt"
+            for port, implicit in ((srv.ports["submission"], False), (srv.ports["submissions"], True)):
+                s = swaks_auth(port, root, implicit=implicit)
+                assert s.returncode == 0, s.stdout[-1500:] + s.stderr[-500:]
+                assert re.search(r"<~  250-AUTH PLAIN LOGIN$", s.stdout, re.M), s.stdout[-1500:]  # smtpd.conf was read
+                assert re.search(r"<~  235 2\.7\.0 Authentication successful", s.stdout), s.stdout[-800:]
+            maillog = srv.log_file.read_text(errors="replace")
+            assert len(re.findall(r"sasl_method=PLAIN, sasl_username=alice", maillog)) == 2, maillog[-2000:]
+            assert "no SASL authentication mechanisms" not in maillog
+        finally:
+            os.killpg(sa.pid, signal.SIGTERM)  # our own saslauthd's session (start_new_session)
+            sa.wait(timeout=30)
 
 
 @pytest.fixture

@@ -291,17 +291,27 @@ def dovecot_auth_answers(path: str, timeout: float = 3.0) -> bool:
     return data.startswith(b"VERSION\t1\t") and b"MECH\t" in data
 
 
-def _cyrus_config(live: Live) -> Path | None:
-    """The Cyrus SASL application file smtpd would read (smtpd_sasl_path, default 'smtpd')."""
+def _cyrus_dirs(live: Live) -> tuple[list[str], list[str]]:
+    """(directories smtpd reads its Cyrus SASL application file from, directories it ignores).
+    Upstream Postfix hands cyrus_sasl_config_path to libsasl2 (else libsasl2's defaults).
+    Debian's Postfix (patch 07_sasl_config) reads $config_directory/sasl and /usr/lib/sasl
+    only and ignores cyrus_sasl_config_path - seen with strace: smtpd opens
+    <config_directory>/sasl/smtpd.conf, then /usr/lib/sasl/smtpd.conf, nothing else."""
+    given = [d for d in re.split(r"[\s,:]+", live.main.get("cyrus_sasl_config_path", "")) if d]
+    debian = [str(live.main_cf.parent / "sasl"), "/usr/lib/sasl"]
+    if os.path.isfile("/etc/debian_version"):
+        return debian, given
+    return (given or ["/etc/sasl2", "/etc/sasl", "/usr/lib/x86_64-linux-gnu/sasl2", "/usr/lib/sasl2"]), []
+
+
+def _cyrus_config(live: Live) -> tuple[Path | None, Path | None]:
+    """(the Cyrus SASL application file smtpd reads - smtpd_sasl_path, default 'smtpd' - or
+    None, a file of that name in a directory this Postfix ignores, or None)."""
     app = live.main.get("smtpd_sasl_path", "smtpd") or "smtpd"
-    dirs = [d for d in re.split(r"[\s,:]+", live.main.get("cyrus_sasl_config_path", "")) if d]
-    dirs += [str(live.main_cf.parent / "sasl"), "/etc/postfix/sasl", "/usr/lib/sasl2",
-             "/usr/lib/x86_64-linux-gnu/sasl2", "/etc/sasl2"]
-    for d in dirs:
-        p = Path(d) / f"{app}.conf"
-        if p.is_file():
-            return p
-    return None
+    read, ignored = _cyrus_dirs(live)
+    found = next((Path(d) / f"{app}.conf" for d in read if (Path(d) / f"{app}.conf").is_file()), None)
+    stray = next((Path(d) / f"{app}.conf" for d in ignored if (Path(d) / f"{app}.conf").is_file()), None)
+    return found, stray
 
 
 def _sasl_socket(live: Live, path: str) -> str:
@@ -330,14 +340,18 @@ def plan(live: Live, target: Target, *, profile, ports: list[int], dovecot_versi
                                  "--dovecot-config) before deploying 587/465, or deploy only --ports 25; nothing changed")
     elif sasl_type is not None or any(p.get("smtpd_sasl_auth_enable") == "yes" for p in live.params.values()) \
             or live.main.get("smtpd_sasl_auth_enable") == "yes":
-        conf = _cyrus_config(live)
-        sasl, detail = "cyrus", f"Cyrus SASL ({conf or 'no smtpd.conf found'})"
+        conf, stray = _cyrus_config(live)
+        app = live.main.get("smtpd_sasl_path", "smtpd") or "smtpd"
+        sasl, detail = "cyrus", f"Cyrus SASL ({conf or f'no {app}.conf found'})"
         if sasl_type not in (None, "cyrus"):
             sasl, detail = sasl_type, f"smtpd_sasl_type = {sasl_type}"
         elif conf is None and want_auth:
-            raise UsageError("587/465 need AUTH but Cyrus SASL has no smtpd.conf (looked in cyrus_sasl_config_path, "
-                             "/etc/postfix/sasl, /usr/lib/sasl2): smtpd would die with 'no SASL authentication "
-                             "mechanisms'; configure saslauthd or Dovecot SASL first, or deploy --ports 25; nothing changed")
+            where = ", ".join(_cyrus_dirs(live)[0])
+            hint = (f"; {stray} is in cyrus_sasl_config_path, which Debian's Postfix ignores: move it to "
+                    f"{live.main_cf.parent / 'sasl'}/") if stray else ""
+            raise UsageError(f"587/465 need AUTH but Cyrus SASL has no {app}.conf where this Postfix reads it ({where})"
+                             f"{hint}: smtpd would offer no working AUTH; configure saslauthd or Dovecot SASL first, "
+                             "or deploy --ports 25; nothing changed")
     elif live.dovecot_conf is not None:
         sasl, detail = "dovecot", f"Dovecot (detected at {live.dovecot_conf}; mailca adds the auth listener)"
         sock = _sasl_socket(live, dovecot_path)
