@@ -587,6 +587,18 @@ def test_sending_mtas_and_fetchmail_verify_with_only_the_mailca_root(debian):
         assert re.search(rf"Verified TLS connection established to example\.org\[127\.0\.0\.1\]:{srv.ports['smtp']}",
                          log), log[-2000:]
         assert re.search(r"status=sent \(250 ", log), log[-2000:]
+        # negative control: the same table naming the store's root (0700 store, like /etc/mailca):
+        # the smtp client runs as 'postfix' and cannot load it - the message is deferred
+        w2 = run / "secure-domain-store-root"
+        r = mailca(store, "postfix", HOST, "--secure-domain", "example.org", "--write", w2)
+        assert "mailca: warning: tafile= names" in r.stderr and "--root-file" in r.stderr, r.stderr
+        assert f"tafile={store / 'ca' / 'root.crt'}" in (w2 / "mailca-tls-policy").read_text()
+        log = postfix_sends(sender, base + f"transport_maps = texthash:{tdir / 'transport-domain'}\n"
+                            "smtp_tls_security_level = may\nsmtp_tls_CApath = /etc/ssl/certs\n"
+                            f"smtp_tls_policy_maps = texthash:{w2 / 'mailca-tls-policy'}\n", "root@example.org")
+        assert "Verified TLS" not in log and "status=deferred" in log, log[-2000:]
+        assert re.search(rf"{re.escape(str(store / 'ca' / 'root.crt'))}.*(Permission denied|permission denied)", log), \
+            log[-2000:]
 
     # --- Exim 4 (dpkg -x of the Debian package) as a sending MTA: CV=yes
     exim = EXIM_ROOT / "usr" / "sbin" / "exim4"
@@ -702,3 +714,26 @@ def test_renew_intermediate_then_renew_all_serves_the_new_chain(debian):
         assert served_serial(port, starttls=starttls, root=root) == (new, True), f"port {label}"
         chain = served_chain(port, starttls=starttls)
         assert chain[1:] == [new_inter], f"port {label} sends {len(chain)} certificate(s), not leaf + new intermediate"
+
+
+def test_postfix_root_file_bad_values(tmp_path):
+    """--root-file (the tafile= of the --secure-domain table) must be absolute, readable and hold
+    this CA's root; each bad value is one line naming it, nothing written."""
+    store = tmp_path / "store"
+    mailca(store, "init", "--org", "Test Mail", "--domain", "example.org")
+    mailca(store, "issue", HOST)
+    other, _ = snakeoil(tmp_path / "other")
+    junk = tmp_path / "junk.crt"
+    junk.write_text("not a certificate\n")
+    for given, expect in (("root.crt", "is not an absolute path"), (str(tmp_path / "nope.crt"), "cannot be read"),
+                          (str(junk), "holds no PEM certificate"), (str(other), "does not hold this CA's root")):
+        w = tmp_path / "w"
+        r = mailca(store, "postfix", HOST, "--secure-domain", "example.org", "--root-file", given, "--write", w, ok=False)
+        assert r.returncode == 2, r.stderr
+        err = r.stderr.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"mailca: error: --root-file {given!r} {expect}"), r.stderr
+        assert not w.exists()
+    good = tmp_path / "copy.crt"
+    good.write_bytes((store / "ca" / "root.crt").read_bytes())
+    out = mailca(store, "postfix", HOST, "--secure-domain", "example.org", "--root-file", good).stdout
+    assert f"tafile={good}" in out and "ca/root.crt" not in out, out

@@ -89,6 +89,12 @@ def cli(store_dir, host, profile, postfix_version, ports, fmt, write_dir, dane_t
 
         refuse_inside_store(write_dir, store.path, "--write")
     root_path = _root_file(root_file, store.ca_file("root.crt")) if root_file else store.ca_file("root.crt")
+    if domains and not root_file and not _others_can_read(str(root_path)):
+        from .common import warn
+
+        warn(f"tafile= names {root_path}, which Postfix's smtp client (user 'postfix') cannot read: mail to "
+             f"{domains[0]} would be deferred; write a copy with 'mailca deploy HOST --root-copy "
+             "/etc/ssl/mailca/root.crt' and give --root-file /etc/ssl/mailca/root.crt")
     cfg = pf.render(entries[0]["name"], version=version, profile=tls, certs=cert_files(store, entries),
                     root_path=root_path, domains=domains, ports=port_list, dane_ta=dane_ta,
                     policy_dir=policy_dir)
@@ -119,6 +125,26 @@ def cli(store_dir, host, profile, postfix_version, ports, fmt, write_dir, dane_t
         })
         return
     click.echo(text if text is not None else pf.format_snippet(cfg), nl=False)
+
+
+def _others_can_read(path: str) -> bool:
+    """True when a user other than the owner can open PATH (every parent searchable, file readable)."""
+    import os
+    import stat
+
+    p = os.path.realpath(path)
+    try:
+        if not os.stat(p).st_mode & stat.S_IROTH:
+            return False
+        d = os.path.dirname(p)
+        while True:
+            if not os.stat(d).st_mode & stat.S_IXOTH:
+                return False
+            if d == os.path.dirname(d):
+                return True
+            d = os.path.dirname(d)
+    except OSError:
+        return False
 
 
 def _root_file(given: str, store_root) -> str:
