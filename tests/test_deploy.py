@@ -533,7 +533,25 @@ def postfix_sends(sender: PostfixServer, main: str, rcpt: str) -> str:
     return wait_log(sender.log_file, r"status=(sent|deferred|bounced)", start)
 
 
-def test_sending_mtas_and_fetchmail_verify_with_only_the_mailca_root(debian):
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    """One Debian-like server (as the 'debian' fixture) with HOST deployed and the root copy
+    written, shared by the interop test and the renew-intermediate test (the latter comes last
+    in this file: it changes the chain)."""
+    tmp = tmp_path_factory.mktemp("deployed")
+    store = tmp / "store"
+    mailca(store, "init", "--org", "Test Mail", "--domain", "example.org")
+    mailca(store, "issue", HOST)
+    snake = snakeoil(tmp / "snakeoil")
+    srv = PostfixServer(tmp / "pf", main_cf=debian_main_cf(snake), master_cf=DEBIAN_MASTER_CF,
+                        users=USERS, keep_chroot=True, imap_cert=snake)
+    with srv:
+        root = srv.run_dir / "mailca" / "root.crt"  # traversable for postfix / Debian-exim / nobody
+        r = deploy(store, srv, "--root-copy", root)
+        yield store, srv, root, r
+
+
+def test_sending_mtas_and_fetchmail_verify_with_only_the_mailca_root(deployed):
     """After the deploy, with nothing but the world-readable root copy (--root-copy), each as
     the user it runs as in production: a second Postfix with smtp_tls_security_level = secure
     (and, second route, mailca's --secure-domain policy table with tafile=) delivers to port 25
@@ -542,10 +560,8 @@ def test_sending_mtas_and_fetchmail_verify_with_only_the_mailca_root(debian):
     143; a non-root user can 'openssl verify' with the copy."""
     from postfix_harness import hosts_file, with_hosts
 
-    store, srv, _ = debian
+    store, srv, root, r = deployed
     run = srv.run_dir  # traversable by the postfix / Debian-exim / nobody users (pytest's tmp is not)
-    root = run / "mailca" / "root.crt"
-    r = deploy(store, srv, "--root-copy", root)
     assert f"wrote the mailca root (0644, for local services) to {root}" in r.stdout, r.stdout
     assert root.read_bytes() == (store / "ca" / "root.crt").read_bytes()
     assert root.stat().st_mode & 0o777 == 0o644 and (run / "mailca").stat().st_mode & 0o777 == 0o755
@@ -695,12 +711,11 @@ def served_chain(port: int, *, starttls: str | None) -> list[str]:
     return re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", r.stdout, re.S)
 
 
-def test_renew_intermediate_then_renew_all_serves_the_new_chain(debian):
+def test_renew_intermediate_then_renew_all_serves_the_new_chain(deployed):
     """'ca renew-intermediate' (same key, new certificate), then 'renew --all --force' switches
     the leaves onto it: the renewal reloads what was deployed and probes every port, and every
     port then sends the new intermediate (byte for byte) behind the new leaf."""
-    store, srv, _ = debian
-    deploy(store, srv)
+    store, srv, _, _ = deployed
     old_inter = (store / "ca" / "intermediate.crt").read_text().strip()
     mailca(store, "ca", "renew-intermediate")
     new_inter = (store / "ca" / "intermediate.crt").read_text().strip()
