@@ -660,7 +660,7 @@ def _unthrottle(live: Live, p: Plan, connect: str, timeout: float = 5.0) -> str:
             and not _answers(ls, ls.address or connect, timeout)]
     if not dead:
         return ""
-    r = _postfix_cmd(live.config_dir, "stop")
+    _postfix_cmd(live.config_dir, "stop")  # a failure shows in 'status' and 'start' below
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and _postfix_cmd(live.config_dir, "status").returncode == 0:
         time.sleep(0.2)
