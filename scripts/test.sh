@@ -30,6 +30,25 @@ if [[ $need_apt == 1 ]]; then
   apt-get install -y -q --no-install-recommends $(grep -Ev '^\s*(#|$)' scripts/apt-packages.txt)
   [[ $policy_added == 1 ]] && rm -f /usr/sbin/policy-rc.d
 fi
+# Exim 4 as a sending MTA (tests/test_deploy.py): exim4-base and exim4-daemon-light conflict with
+# postfix in apt, so their .debs are downloaded (once, cached) and unpacked with dpkg -x; the test
+# runs that binary with -C its own config.  Exim insists on its compiled-in user Debian-exim
+# existing (as exim4-base's postinst would create it); no Exim daemon is ever started.
+EXIM_CACHE="${MAILCA_EXIM_CACHE:-/var/cache/mailca-test/exim}"
+if [[ $(id -u) -eq 0 && ! -x "$EXIM_CACHE/root/usr/sbin/exim4" ]]; then
+  mkdir -p "$EXIM_CACHE"
+  if ! ls "$EXIM_CACHE"/exim4-daemon-light_*.deb >/dev/null 2>&1 || ! ls "$EXIM_CACHE"/exim4-base_*.deb >/dev/null 2>&1; then
+    (cd "$EXIM_CACHE" && apt-get download exim4-base exim4-daemon-light)
+  fi
+  rm -rf "$EXIM_CACHE/root.tmp" && mkdir -p "$EXIM_CACHE/root.tmp"
+  for deb in "$EXIM_CACHE"/exim4-base_*.deb "$EXIM_CACHE"/exim4-daemon-light_*.deb; do dpkg -x "$deb" "$EXIM_CACHE/root.tmp"; done
+  rm -rf "$EXIM_CACHE/root" && mv "$EXIM_CACHE/root.tmp" "$EXIM_CACHE/root"
+fi
+if [[ $(id -u) -eq 0 ]] && ! getent passwd Debian-exim >/dev/null; then
+  useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin Debian-exim
+fi
+export MAILCA_EXIM_ROOT="$EXIM_CACHE/root"
+
 # In CI, if a daemon was started anyway (e.g. by an earlier install), stop the system instance.
 if [[ "${CI:-}" == "true" ]] && command -v postfix >/dev/null && postfix status >/dev/null 2>&1; then postfix stop >/dev/null 2>&1 || true; fi
 

@@ -61,6 +61,12 @@ type.  The harness then makes the instance isolated:
   and ``!include_try conf.d/*.conf`` so a drop-in in ``config_dir/conf.d`` is read.
   ``dovecot_reload()`` reloads it.
 
+* ``hosts={"mail.example.org": "127.0.0.1"}``: this instance (master and every daemon it forks)
+  runs in a private mount namespace (``unshare --mount``) where ``/etc/hosts`` is a bind mount of
+  a file with these entries added, so a sending instance can reach a loopback server by name
+  (``smtp_host_lookup = native``) without touching the machine's ``/etc/hosts``.
+  :func:`with_hosts` gives the same for any other program (Exim, fetchmail).
+
 Several instances may run at once (distinct workdirs and ports).
 
 Permissions: Postfix daemons drop to the ``postfix`` user.  pytest's temporary directories sit
@@ -130,6 +136,23 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def hosts_file(path: Path, hosts: dict[str, str]) -> Path:
+    """The machine's /etc/hosts plus ``hosts`` (name -> loopback address), written to ``path``."""
+    for addr in hosts.values():
+        if not (addr.startswith("127.") or addr == "::1"):
+            raise ValueError(f"hosts entries must be loopback addresses, not {addr!r}")
+    text = Path("/etc/hosts").read_text() + "".join(f"{a} {n}\n" for n, a in hosts.items())
+    path.write_text(text)
+    os.chmod(path, 0o644)
+    return path
+
+
+def with_hosts(hosts_path: Path, argv: list[str]) -> list[str]:
+    """``argv`` run in a private mount namespace where /etc/hosts is ``hosts_path``."""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-ec",
+            'mount --bind "$1" /etc/hosts; shift; exec "$@"', "sh", str(hosts_path), *map(str, argv)]
 
 
 def _others_can_traverse(path: Path) -> bool:
@@ -220,7 +243,7 @@ class PostfixServer:
 
     def __init__(self, workdir: Path, *, main_cf: str, master_cf: str, sasl: bool = False,
                  users: dict[str, str] | None = None, keep_chroot: bool = False,
-                 imap_cert: tuple[Path, Path] | None = None):
+                 imap_cert: tuple[Path, Path] | None = None, hosts: dict[str, str] | None = None):
         self.workdir = Path(workdir).absolute()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.main_cf_text = main_cf
@@ -258,6 +281,7 @@ class PostfixServer:
         self.dovecot_conf = self.config_dir / "dovecot.conf"
         self._started = False
         self._dovecot_started = False
+        self.hosts = dict(hosts or {})
 
     # ------------------------------------------------------------------ context manager
     def __enter__(self) -> "PostfixServer":
@@ -443,9 +467,12 @@ service auth {{
     def _postfix(self, action: str) -> subprocess.CompletedProcess:
         """Run `postfix -c DIR ACTION`.  Postfix writes its own errors to stderr only when
         stderr is a terminal (else to syslog, absent here), so give it a pseudo-terminal."""
+        argv = ["postfix", "-c", str(self.config_dir), action]
+        if action == "start" and self.hosts:
+            argv = with_hosts(hosts_file(self.run_dir / "hosts", self.hosts), argv)
         master, slave = pty.openpty()
         try:
-            r = subprocess.run(["postfix", "-c", str(self.config_dir), action], stdin=subprocess.DEVNULL,
+            r = subprocess.run(argv, stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=slave, timeout=60)
             os.close(slave)
             slave = -1

@@ -350,30 +350,64 @@ def test_renew_fails_when_a_port_keeps_the_old_certificate(debian):
     assert got == old  # really still the old one: the error told the truth
 
 
-def test_cyrus_sasl_backend_is_kept(tmp_path):
-    """An admin's Cyrus SASL is detected and left alone (smtpd_sasl_type/path untouched); after
-    the deploy 587 and 465 still offer AUTH after TLS (the probe demands it) and smtpd never
-    dies with 'no SASL authentication mechanisms'.  (A full Cyrus login is not shown here.)"""
+def test_cyrus_saslauthd_backend_is_kept_and_auth_works(tmp_path):
+    """A real Cyrus SASL set-up as Debian documents it: saslauthd (here -a rimap, checking the
+    passwords against the Dovecot IMAP server, so no system account is needed) with its socket
+    inside the chroot, smtpd_sasl_type = cyrus, and smtpd.conf (pwcheck_method: saslauthd) in
+    $config_directory/sasl - where Debian's Postfix reads it (its patch 07_sasl_config ignores
+    cyrus_sasl_config_path: strace shows smtpd opening <config_directory>/sasl/smtpd.conf, then
+    /usr/lib/sasl/smtpd.conf, nothing else).  The deploy keeps the backend (smtpd_sasl_type/path
+    untouched) and afterwards swaks AUTH PLAIN on 587 and 465, verified against the root,
+    succeeds through saslauthd."""
+    import signal
+
     store = tmp_path / "store"
     mailca(store, "init", "--org", "Test Mail", "--domain", "example.org")
     mailca(store, "issue", HOST)
     snake = snakeoil(tmp_path / "snakeoil")
-    srv = PostfixServer(tmp_path / "pf", main_cf="", master_cf=DEBIAN_MASTER_CF)
-    sasl_dir = srv.run_dir / "sasl"  # reachable for the postfix user (pytest's tmp is 0700)
+    srv = PostfixServer(tmp_path / "pf", main_cf="", master_cf=DEBIAN_MASTER_CF, users=USERS, keep_chroot=True,
+                        imap_cert=snake)
+    sasl_dir = srv.config_dir / "sasl"
     sasl_dir.mkdir(parents=True)
-    (sasl_dir / "mailca-cyrus.conf").write_text("pwcheck_method: saslauthd\nmech_list: PLAIN LOGIN\n")
-    srv.main_cf_text = debian_main_cf(snake, sasl="cyrus") + (
-        f"cyrus_sasl_config_path = {sasl_dir}\nsmtpd_sasl_path = mailca-cyrus\n")
+    # smtpd (chroot y) connects to saslauthd after entering the queue directory: a path inside it
+    (sasl_dir / "smtpd.conf").write_text("pwcheck_method: saslauthd\nmech_list: PLAIN LOGIN\n"
+                                         "saslauthd_path: /saslauthd/mux\n")
+    srv.main_cf_text = debian_main_cf(snake, sasl="cyrus")  # smtpd_sasl_path: the default, 'smtpd'
     with srv:
-        dry = mailca(store, "deploy", HOST, "--postfix-config", srv.config_dir, "--no-dovecot", "--dry-run", "--json")
-        plan = json.loads(dry.stdout)
-        assert plan["sasl"] == "cyrus" and "mailca-cyrus.conf" in plan["sasl_detail"]
-        assert not {c["key"] for c in plan["changes"]} & {"smtpd_sasl_type", "smtpd_sasl_path"}, plan["changes"]
-        r = mailca(store, "deploy", HOST, "--postfix-config", srv.config_dir, "--no-dovecot")
-        assert len(re.findall(r"^ok ", r.stdout, re.M)) == 3, r.stdout
-        n = srv.postconf("-n")
-        assert "smtpd_sasl_type = cyrus" in n and "smtpd_sasl_path = mailca-cyrus" in n
-        assert "no SASL authentication mechanisms" not in srv.log_file.read_text(errors="replace")
+        mux = srv.queue_dir / "saslauthd"
+        mux.mkdir()
+        os.chmod(mux, 0o755)
+        with open(srv.run_dir / "saslauthd.log", "w") as log:
+            sa = subprocess.Popen(["saslauthd", "-d", "-a", "rimap", "-O", f"127.0.0.1/{srv.ports['imap']}",
+                                   "-m", str(mux), "-n", "1"], stdin=subprocess.DEVNULL, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 20
+            while not (mux / "mux").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            t = subprocess.run(["testsaslauthd", "-u", "alice", "-p", USERS["alice"], "-f", str(mux / "mux")],
+                               capture_output=True, text=True, timeout=30)
+            assert t.returncode == 0 and "OK" in t.stdout, t.stdout + t.stderr
+            dry = deploy(store, srv, "--dry-run", "--json")
+            plan = json.loads(dry.stdout)
+            assert plan["sasl"] == "cyrus" and str(sasl_dir / "smtpd.conf") in plan["sasl_detail"], plan["sasl_detail"]
+            assert not {c["key"] for c in plan["changes"]} & {"smtpd_sasl_type", "smtpd_sasl_path"}, plan["changes"]
+            r = deploy(store, srv)
+            assert len(re.findall(r"^ok ", r.stdout, re.M)) == 5, r.stdout
+            n = srv.postconf("-n")
+            assert "smtpd_sasl_type = cyrus" in n and "smtpd_sasl_path" not in n, n
+            root = store / "ca" / "root.crt"
+            for port, implicit in ((srv.ports["submission"], False), (srv.ports["submissions"], True)):
+                s = swaks_auth(port, root, implicit=implicit)
+                assert s.returncode == 0, s.stdout[-1500:] + s.stderr[-500:]
+                assert re.search(r"<~  250-AUTH PLAIN LOGIN$", s.stdout, re.M), s.stdout[-1500:]  # smtpd.conf was read
+                assert re.search(r"<~  235 2\.7\.0 Authentication successful", s.stdout), s.stdout[-800:]
+            maillog = srv.log_file.read_text(errors="replace")
+            assert len(re.findall(r"sasl_method=PLAIN, sasl_username=alice", maillog)) == 2, maillog[-2000:]
+            assert "no SASL authentication mechanisms" not in maillog
+        finally:
+            os.killpg(sa.pid, signal.SIGTERM)  # our own saslauthd's session (start_new_session)
+            sa.wait(timeout=30)
 
 
 @pytest.fixture
@@ -439,3 +473,282 @@ def test_testssl_rates_the_deployed_server_clean(tmp_path, crl_http):
             bad = {f["id"]: (f["severity"], f["finding"]) for f in found
                    if f.get("severity") in ("MEDIUM", "HIGH", "CRITICAL")}
             assert bad == {}, f"{svc}: {bad}"
+
+
+def test_rollback_when_a_port_does_not_come_back(debian):
+    """A deploy whose reload leaves 587 dead: the admin's submission entry points smtpd at a SASL
+    socket nobody serves (-o smtpd_sasl_path), harmless while AUTH is off there; the deploy turns
+    AUTH on (smtpd_sasl_auth_enable=yes, which it owns), and after the reload every connection to
+    587 is dropped by a fatal smtpd.  The probe sees the port not answering -> rollback: the files
+    byte-identical, the old certificate served again, one line naming the port and the log."""
+    store, srv, _ = debian
+    key = f"127.0.0.1:{srv.ports['submission']}/inet"
+    srv.postconf("-P", f"{key}/smtpd_sasl_auth_enable=no", f"{key}/smtpd_sasl_path=private/no-such-auth")
+    srv._postfix("reload")
+    time.sleep(1)
+    old_serial, _ = served_serial(srv.ports["submission"], starttls="smtp")  # answers before the deploy
+    before = configs(srv)
+    r = deploy(store, srv, "--wait", "5", ok=False)
+    assert r.returncode == 4, r.stdout + r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1, r.stderr
+    assert re.match(rf"mailca: error: deploy failed: submission 127\.0\.0\.1:{srv.ports['submission']}: ", err[0]), err[0]
+    assert "rolled back" in err[0] and str(srv.log_file) in err[0], err[0]
+    # master(8) throttles the dead service for 60 s, reload or not: mailca restarted Postfix
+    assert "Postfix restarted (submission" in err[0], err[0]
+    assert configs(srv) == before
+    log = srv.log_file.read_text(errors="replace")
+    assert "private/no-such-auth" in log, log[-1500:]  # really the port that died, and why
+    time.sleep(1)
+    for label, (port, starttls) in all_ports(srv).items():
+        got, _ = served_serial(port, starttls=starttls)
+        assert got == old_serial, f"port {label} after rollback"
+
+
+# ------------------------------------------------ other MTAs and clients, only the mailca root
+EXIM_ROOT = Path(os.environ.get("MAILCA_EXIM_ROOT", "/var/cache/mailca-test/exim/root"))  # dpkg -x (scripts/test.sh)
+SENDER_MASTER_CF = "smtp inet n - n - - smtpd\n"
+
+
+def wait_log(path: Path, pattern: str, start: int, timeout: float = 60) -> str:
+    """The log text after byte START once PATTERN appears in it (bounded wait)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text(errors="replace")[start:] if path.exists() else ""
+        if re.search(pattern, text, re.M) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.2)
+
+
+def postfix_sends(sender: PostfixServer, main: str, rcpt: str) -> str:
+    """Reconfigure SENDER with MAIN (on top of its base text), send one message to RCPT, return
+    the log from the message's delivery attempt."""
+    sender.main_cf_text = main
+    sender.reload()
+    start = sender.log_file.stat().st_size
+    msg = f"From: bob@sender.example.net\nTo: {rcpt}\nSubject: mailca deploy interop\n\nhello\n"
+    r = subprocess.run(["sendmail", "-C", str(sender.config_dir), "-f", "bob@sender.example.net", rcpt],
+                       input=msg, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return wait_log(sender.log_file, r"status=(sent|deferred|bounced)", start)
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    """One Debian-like server (as the 'debian' fixture) with HOST deployed and the root copy
+    written, shared by the interop test and the renew-intermediate test (the latter comes last
+    in this file: it changes the chain)."""
+    tmp = tmp_path_factory.mktemp("deployed")
+    store = tmp / "store"
+    mailca(store, "init", "--org", "Test Mail", "--domain", "example.org")
+    mailca(store, "issue", HOST)
+    snake = snakeoil(tmp / "snakeoil")
+    srv = PostfixServer(tmp / "pf", main_cf=debian_main_cf(snake), master_cf=DEBIAN_MASTER_CF,
+                        users=USERS, keep_chroot=True, imap_cert=snake)
+    with srv:
+        root = srv.run_dir / "mailca" / "root.crt"  # traversable for postfix / Debian-exim / nobody
+        r = deploy(store, srv, "--root-copy", root)
+        yield store, srv, root, r
+
+
+def test_sending_mtas_and_fetchmail_verify_with_only_the_mailca_root(deployed):
+    """After the deploy, with nothing but the world-readable root copy (--root-copy), each as
+    the user it runs as in production: a second Postfix with smtp_tls_security_level = secure
+    (and, second route, mailca's --secure-domain policy table with tafile=) delivers to port 25
+    through postscreen, log 'Verified TLS connection established' + status=sent; Exim with
+    tls_verify_certificates logs CV=yes; fetchmail with sslcertck fetches over 993 and STARTTLS
+    143; a non-root user can 'openssl verify' with the copy."""
+    from postfix_harness import hosts_file, with_hosts
+
+    store, srv, root, r = deployed
+    run = srv.run_dir  # traversable by the postfix / Debian-exim / nobody users (pytest's tmp is not)
+    assert f"wrote the mailca root (0644, for local services) to {root}" in r.stdout, r.stdout
+    assert root.read_bytes() == (store / "ca" / "root.crt").read_bytes()
+    assert root.stat().st_mode & 0o777 == 0o644 and (run / "mailca").stat().st_mode & 0o777 == 0o755
+    leaf = run / "fullchain.pem"  # what the server sends (public), where nobody can read it
+    leaf.write_bytes((store / "certs" / HOST / "ecdsa-p256" / "live" / "fullchain.pem").read_bytes())
+    os.chmod(leaf, 0o644)
+    v = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "openssl", "verify",
+                        "-CAfile", str(root), "-untrusted", str(leaf), str(leaf)],
+                       capture_output=True, text=True, timeout=30)
+    assert v.returncode == 0 and ": OK" in v.stdout, v.stdout + v.stderr
+    hosts = {HOST: "127.0.0.1", "example.org": "127.0.0.1"}
+    # the deployed server accepts (and discards) mail for root@example.org
+    srv.postconf("-e", "mydestination = localhost, example.org")
+    srv._postfix("reload")
+
+    # --- a second Postfix: level secure, CAfile = the mailca root only (no CApath)
+    base = (f"myhostname = sender.example.net\nsmtp_tls_loglevel = 1\nsmtp_dns_support_level = disabled\n"
+            f"smtp_host_lookup = native\nsmtp_tcp_port = {srv.ports['smtp']}\n")
+    tdir = run / "sender-maps"
+    tdir.mkdir()
+    (tdir / "transport-secure").write_text(f"example.org smtp:[{HOST}]\n")
+    (tdir / "transport-domain").write_text("example.org smtp:\n")  # next hop = the recipient domain
+    sender = PostfixServer(run / "sender", main_cf=base, master_cf=SENDER_MASTER_CF, hosts=hosts)
+    with sender:
+        log = postfix_sends(sender, base + f"transport_maps = texthash:{tdir / 'transport-secure'}\n"
+                            f"smtp_tls_security_level = secure\nsmtp_tls_CAfile = {root}\nsmtp_tls_CApath =\n",
+                            "root@example.org")
+        assert re.search(rf"Verified TLS connection established to {re.escape(HOST)}\[127\.0\.0\.1\]:{srv.ports['smtp']}",
+                         log), log[-2000:]
+        assert re.search(r"status=sent \(250 ", log), log[-2000:]
+        # --- the --secure-domain route: mailca's policy table, tafile = the root copy, Debian's CApath kept
+        w = run / "secure-domain"
+        mailca(store, "postfix", HOST, "--secure-domain", "example.org", "--root-file", root, "--write", w)
+        policy = (w / "mailca-tls-policy").read_text()
+        assert f"tafile={root}" in policy, policy
+        log = postfix_sends(sender, base + f"transport_maps = texthash:{tdir / 'transport-domain'}\n"
+                            "smtp_tls_security_level = may\nsmtp_tls_CApath = /etc/ssl/certs\n"
+                            f"smtp_tls_policy_maps = texthash:{w / 'mailca-tls-policy'}\n", "root@example.org")
+        assert re.search(rf"Verified TLS connection established to example\.org\[127\.0\.0\.1\]:{srv.ports['smtp']}",
+                         log), log[-2000:]
+        assert re.search(r"status=sent \(250 ", log), log[-2000:]
+        # negative control: the same table naming the store's root (0700 store, like /etc/mailca):
+        # the smtp client runs as 'postfix' and cannot load it - the message is deferred
+        w2 = run / "secure-domain-store-root"
+        r = mailca(store, "postfix", HOST, "--secure-domain", "example.org", "--write", w2)
+        assert "mailca: warning: tafile= names" in r.stderr and "--root-file" in r.stderr, r.stderr
+        assert f"tafile={store / 'ca' / 'root.crt'}" in (w2 / "mailca-tls-policy").read_text()
+        log = postfix_sends(sender, base + f"transport_maps = texthash:{tdir / 'transport-domain'}\n"
+                            "smtp_tls_security_level = may\nsmtp_tls_CApath = /etc/ssl/certs\n"
+                            f"smtp_tls_policy_maps = texthash:{w2 / 'mailca-tls-policy'}\n", "root@example.org")
+        assert "Verified TLS" not in log and "status=deferred" in log, log[-2000:]
+        assert re.search(rf"{re.escape(str(store / 'ca' / 'root.crt'))}.*(Permission denied|permission denied)", log), \
+            log[-2000:]
+
+    # --- Exim 4 (dpkg -x of the Debian package) as a sending MTA: CV=yes
+    exim = EXIM_ROOT / "usr" / "sbin" / "exim4"
+    if not exim.exists():
+        pytest.fail(f"{exim} missing: scripts/test.sh unpacks exim4-daemon-light there")
+    ed = run / "exim"
+    (ed / "spool").mkdir(parents=True)
+    (ed / "log").mkdir()
+    uid, gid = int(subprocess.check_output(["id", "-u", "Debian-exim"])), int(subprocess.check_output(["id", "-g", "Debian-exim"]))
+    for d in (ed, ed / "spool", ed / "log"):
+        os.chown(d, uid, gid)
+    conf = ed / "exim.conf"
+    conf.write_text(f"""\
+primary_hostname = exim.example.net
+exim_path = {exim}
+log_selector = +outgoing_port
+exim_user = Debian-exim
+exim_group = Debian-exim
+spool_directory = {ed / 'spool'}
+log_file_path = {ed / 'log'}/%slog
+keep_environment =
+begin routers
+to_mailca:
+  driver = manualroute
+  route_list = * {HOST}::{srv.ports['smtp']} byname
+  self = send
+  transport = verified_tls
+begin transports
+verified_tls:
+  driver = smtp
+  hosts_require_tls = *
+  tls_verify_certificates = {root}
+  tls_verify_hosts = *
+  tls_verify_cert_hostnames = *
+  tls_sni = {HOST}
+begin retry
+*  *  F,1m,1m
+""")
+    hf = hosts_file(ed / "hosts", hosts)
+    r = subprocess.run(with_hosts(hf, [exim, "-C", conf, "-odi", "-f", "bob@exim.example.net", "root@example.org"]),
+                       input="Subject: exim via mailca\n\nhello\n", capture_output=True, text=True, timeout=90)
+    mainlog = (ed / "log" / "mainlog").read_text(errors="replace") if (ed / "log" / "mainlog").exists() else ""
+    assert r.returncode == 0, r.stdout + r.stderr + mainlog
+    assert re.search(rf"=> root@example\.org R=to_mailca T=verified_tls H={re.escape(HOST)} \[127\.0\.0\.1\]:"
+                     rf"{srv.ports['smtp']} .*CV=yes", mainlog), mainlog
+    assert "Completed" in mainlog, mainlog
+
+    # --- fetchmail over 993 and STARTTLS 143: a message delivered to Dovecot's mailbox (LMTP)
+    import smtplib
+
+    with smtplib.LMTP(str(srv.queue_dir / "private" / "dovecot-lmtp"), timeout=30) as lmtp:
+        lmtp.sendmail("bob@sender.example.net", ["alice"],
+                      "From: bob@sender.example.net\r\nSubject: for fetchmail\r\nMessage-ID: <fm-1@mailca.test>\r\n\r\nhi\r\n")
+    fm = run / "fetchmail"
+    fm.mkdir()
+    for label, port, tls in (("993", srv.ports["imaps"], "ssl"), ("143", srv.ports["imap"], "sslproto tls1.2+")):
+        out = fm / f"got-{label}"
+        rc = fm / f"rc-{label}"
+        rc.write_text(f'set no syslog\npoll {HOST} proto imap port {port}\n'
+                      f'  user "alice" password "{USERS["alice"]}" {tls} sslcertck sslcertfile "{root}"\n'
+                      f'  keep fetchall mda "/bin/sh -c \'cat >> {out}\'"\n')
+        os.chmod(rc, 0o600)
+        f = subprocess.run(with_hosts(hf, ["fetchmail", "-f", rc, "-v", "--nodetach"]), capture_output=True, text=True,
+                           timeout=90, env={**os.environ, "FETCHMAILHOME": str(fm), "HOME": str(fm)})
+        assert f.returncode == 0, f"fetchmail {label}: {f.returncode}\n{f.stdout[-2500:]}\n{f.stderr[-1500:]}"
+        assert "<fm-1@mailca.test>" in out.read_text(), label
+        if label == "143":
+            assert "STARTTLS" in f.stdout + f.stderr, f.stdout[-2000:]
+
+
+@pytest.mark.parametrize("given, expect", [
+    ("relative/root.crt", "is not an absolute file path"),
+    ("{store}/ca/copy.crt", "is inside the store"),
+    ("{tmp}", "is a directory"),
+])
+def test_root_copy_bad_path_is_refused_before_anything(tmp_path, given, expect):
+    store = tmp_path / "store"
+    mailca(store, "init", "--org", "Test Mail", "--domain", "example.org")
+    mailca(store, "issue", HOST)
+    path = given.format(store=store, tmp=tmp_path)
+    r = mailca(store, "deploy", HOST, "--postfix-config", tmp_path / "no-such-instance", "--no-dovecot",
+               "--root-copy", path, ok=False)
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"mailca: error: --root-copy {path!r} {expect}"), r.stderr
+    assert not (store / "deploy").exists() and not (store / "ca" / "copy.crt").exists()
+
+
+def served_chain(port: int, *, starttls: str | None) -> list[str]:
+    """The PEM certificates PORT sends, in order."""
+    args = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", HOST, "-showcerts"]
+    args += ["-starttls", starttls] if starttls else []
+    r = subprocess.run(args, input="", capture_output=True, text=True, timeout=60)
+    return re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", r.stdout, re.S)
+
+
+def test_renew_intermediate_then_renew_all_serves_the_new_chain(deployed):
+    """'ca renew-intermediate' (same key, new certificate), then 'renew --all --force' switches
+    the leaves onto it: the renewal reloads what was deployed and probes every port, and every
+    port then sends the new intermediate (byte for byte) behind the new leaf."""
+    store, srv, _, _ = deployed
+    old_inter = (store / "ca" / "intermediate.crt").read_text().strip()
+    mailca(store, "ca", "renew-intermediate")
+    new_inter = (store / "ca" / "intermediate.crt").read_text().strip()
+    assert new_inter != old_inter
+    assert served_chain(srv.ports["submissions"], starttls=None)[1] == old_inter  # nothing reloaded yet
+    r = mailca(store, "renew", "--all", "--force")
+    new = current_serial(store)
+    assert len(re.findall(rf"^verified on the wire: .* serves serial {new:x}$", r.stdout, re.M)) == 5, r.stdout
+    root = store / "ca" / "root.crt"
+    for label, (port, starttls) in all_ports(srv).items():
+        assert served_serial(port, starttls=starttls, root=root) == (new, True), f"port {label}"
+        chain = served_chain(port, starttls=starttls)
+        assert chain[1:] == [new_inter], f"port {label} sends {len(chain)} certificate(s), not leaf + new intermediate"
+
+
+def test_postfix_root_file_bad_values(tmp_path):
+    """--root-file (the tafile= of the --secure-domain table) must be absolute, readable and hold
+    this CA's root; each bad value is one line naming it, nothing written."""
+    store = tmp_path / "store"
+    mailca(store, "init", "--org", "Test Mail", "--domain", "example.org")
+    mailca(store, "issue", HOST)
+    other, _ = snakeoil(tmp_path / "other")
+    junk = tmp_path / "junk.crt"
+    junk.write_text("not a certificate\n")
+    for given, expect in (("root.crt", "is not an absolute path"), (str(tmp_path / "nope.crt"), "cannot be read"),
+                          (str(junk), "holds no PEM certificate"), (str(other), "does not hold this CA's root")):
+        w = tmp_path / "w"
+        r = mailca(store, "postfix", HOST, "--secure-domain", "example.org", "--root-file", given, "--write", w, ok=False)
+        assert r.returncode == 2, r.stderr
+        err = r.stderr.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"mailca: error: --root-file {given!r} {expect}"), r.stderr
+        assert not w.exists()
+    good = tmp_path / "copy.crt"
+    good.write_bytes((store / "ca" / "root.crt").read_bytes())
+    out = mailca(store, "postfix", HOST, "--secure-domain", "example.org", "--root-file", good).stdout
+    assert f"tafile={good}" in out and "ca/root.crt" not in out, out

@@ -68,7 +68,8 @@ def renew_intermediate(store_dir, passphrase_file, days, dry_run, as_json):
         click.echo(f"  publish FIRST:    {info.new.tlsa_2_0_1}")
     click.echo(f"  remove later:     {info.old.tlsa_2_0_1}")
     click.echo("Next: publish the new 2 0 1 record next to the old one and wait two TTLs; then deploy the new chain "
-               "with 'mailca renew --all --force --deploy-hook \"postfix reload\"'; then remove the old 2 0 1 record.")
+               "with 'mailca renew --all --force' (it reloads and probes what 'mailca deploy' put on a server; "
+               "other servers: add --deploy-hook \"postfix reload\"); then remove the old 2 0 1 record.")
 
 
 @cli.command("rewrap-key", short_help="Re-encrypt the root key with the current KDF (and optionally a new passphrase).")

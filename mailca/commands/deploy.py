@@ -23,11 +23,15 @@ from .common import emit_json, get_store, json_option, store_option
               help="Address the probes connect to for services that listen on all addresses.")
 @click.option("--wait", default=30.0, show_default=True, type=click.FloatRange(1, 600),
               help="Seconds each port may take after the reload to serve the new certificate.")
+@click.option("--root-copy", "root_copy", default=None, metavar="PATH",
+              help="Also write a world-readable (0644) copy of the mailca root to PATH (e.g. "
+                   "/etc/ssl/mailca/root.crt) for local services that do not run as root: Exim "
+                   "(tls_verify_certificates), fetchmail (sslcertfile), a sending Postfix (smtp_tls_CAfile).")
 @click.option("--dry-run", is_flag=True, help="Show the change set as a diff and stop.")
 @click.option("--rollback", "do_rollback", is_flag=True, help="Restore the files of the last deploy and reload.")
 @json_option
-def cli(store_dir, host, postfix_config, dovecot_config, no_dovecot, profile, ports, connect, wait, dry_run,
-        do_rollback, as_json):
+def cli(store_dir, host, postfix_config, dovecot_config, no_dovecot, profile, ports, connect, wait, root_copy,
+        dry_run, do_rollback, as_json):
     """Deploy HOST's current certificate and mailca's TLS settings onto a running Postfix
     (and Dovecot), then prove them on the wire.
 
@@ -44,7 +48,7 @@ def cli(store_dir, host, postfix_config, dovecot_config, no_dovecot, profile, po
     \b
     Examples:
       mailca deploy mail.example.org --dry-run
-      mailca deploy mail.example.org
+      mailca deploy mail.example.org --root-copy /etc/ssl/mailca/root.crt
       mailca deploy --rollback
       mailca deploy mail.example.org --postfix-config /etc/postfix-out --no-dovecot --ports 25
     """
@@ -75,21 +79,30 @@ def cli(store_dir, host, postfix_config, dovecot_config, no_dovecot, profile, po
             raise UsageError("--no-dovecot and --dovecot-config contradict each other; give one")
     elif dovecot_config is None and os.path.isfile("/etc/dovecot/dovecot.conf"):
         dovecot_config = "/etc/dovecot/dovecot.conf"
+    if root_copy:
+        dp.check_root_copy(store, root_copy)
     target = dp.make_target(store, host)
     live = dp.read_live(postfix_config, None if no_dovecot else dovecot_config)
     plan = dp.plan(live, target, profile=tls, ports=port_list)
     if dry_run:
         if as_json:
-            emit_json(_plan_json(plan))
+            emit_json({**_plan_json(plan), "root_copy": root_copy})
         else:
             click.echo(dp.format_plan(plan), nl=False)
+            if root_copy:
+                click.echo(f"# would write the mailca root (0644) to {root_copy}")
         return
     if not as_json:
         click.echo(dp.format_plan(plan), nl=False)
     res = dp.apply(store, live, plan, connect=connect, wait=wait)
+    copy = dp.install_root(store, root_copy) if root_copy else None
     if as_json:
-        emit_json({**_plan_json(plan), **res})
+        emit_json({**_plan_json(plan), **res, "root_copy": copy})
         return
+    if copy:
+        click.echo(f"wrote the mailca root (0644, for local services) to {copy['path']}")
+        if copy["note"]:
+            click.echo(f"mailca: warning: {copy['note']}", err=True)
     for r in res["probes"]:
         click.echo(f"ok   {r['proto']:<11} {r['address']}:{r['port']} serves serial {r['serial']}")
     if res["backup"]:

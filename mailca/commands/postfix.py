@@ -37,8 +37,13 @@ def cert_files(store, entries):
               help="Send mail to DOMAIN (and its subdomains) only over TLS verified against the mailca root "
                    "(policy level 'secure'; repeatable).  Off by default: a next hop without a mailca "
                    "certificate (a hosted list server, a backup MX) would defer mail.")
+@click.option("--root-file", "root_file", default=None, metavar="PATH",
+              help="The mailca root file the policy table's tafile= names (default: the store's ca/root.crt). "
+                   "Postfix's smtp client reads it as the 'postfix' user, which cannot enter a 0700 store: "
+                   "give the world-readable copy from 'mailca deploy --root-copy PATH'.")
 @json_option
-def cli(store_dir, host, profile, postfix_version, ports, fmt, write_dir, dane_ta, secure_domains, as_json):
+def cli(store_dir, host, profile, postfix_version, ports, fmt, write_dir, dane_ta, secure_domains, root_file,
+        as_json):
     """Print the Postfix settings that put HOST's certificate to work.
 
     Port 25 gets opportunistic STARTTLS (a public MX must accept plaintext senders),
@@ -57,7 +62,7 @@ def cli(store_dir, host, profile, postfix_version, ports, fmt, write_dir, dane_t
       mailca postfix mail.example.org --postfix-version 2.9 --profile intermediate
       mailca postfix mail.example.org --format postconf | sh     # apply directly
       mailca postfix mail.example.org --write /etc/postfix/mailca
-      mailca postfix mail.example.org --secure-domain example.org
+      mailca postfix mail.example.org --secure-domain example.org --root-file /etc/ssl/mailca/root.crt
     """
     import os
 
@@ -83,8 +88,15 @@ def cli(store_dir, host, profile, postfix_version, ports, fmt, write_dir, dane_t
         from ..storage.outpaths import refuse_inside_store
 
         refuse_inside_store(write_dir, store.path, "--write")
+    root_path = _root_file(root_file, store.ca_file("root.crt")) if root_file else store.ca_file("root.crt")
+    if domains and not root_file and not _others_can_read(str(root_path)):
+        from .common import warn
+
+        warn(f"tafile= names {root_path}, which Postfix's smtp client (user 'postfix') cannot read: mail to "
+             f"{domains[0]} would be deferred; write a copy with 'mailca deploy HOST --root-copy "
+             "/etc/ssl/mailca/root.crt' and give --root-file /etc/ssl/mailca/root.crt")
     cfg = pf.render(entries[0]["name"], version=version, profile=tls, certs=cert_files(store, entries),
-                    root_path=store.ca_file("root.crt"), domains=domains, ports=port_list, dane_ta=dane_ta,
+                    root_path=root_path, domains=domains, ports=port_list, dane_ta=dane_ta,
                     policy_dir=policy_dir)
     problems = pf.check_version(cfg)
     if problems:  # a bug in mailca's tables, never the user's input
@@ -113,6 +125,53 @@ def cli(store_dir, host, profile, postfix_version, ports, fmt, write_dir, dane_t
         })
         return
     click.echo(text if text is not None else pf.format_snippet(cfg), nl=False)
+
+
+def _others_can_read(path: str) -> bool:
+    """True when a user other than the owner can open PATH (every parent searchable, file readable)."""
+    import os
+    import stat
+
+    p = os.path.realpath(path)
+    try:
+        if not os.stat(p).st_mode & stat.S_IROTH:
+            return False
+        d = os.path.dirname(p)
+        while True:
+            if not os.stat(d).st_mode & stat.S_IXOTH:
+                return False
+            if d == os.path.dirname(d):
+                return True
+            d = os.path.dirname(d)
+    except OSError:
+        return False
+
+
+def _root_file(given: str, store_root) -> str:
+    """--root-file checked: an absolute path to a PEM file that holds this CA's root."""
+    import os
+
+    from cryptography import x509
+
+    from ..errors import UsageError
+
+    if not os.path.isabs(given):
+        raise UsageError(f"--root-file {given!r} is not an absolute path (Postfix resolves it from its own directory); "
+                         "give e.g. /etc/ssl/mailca/root.crt")
+    try:
+        with open(given, "rb") as fh:
+            data = fh.read(1 << 20)
+        certs = x509.load_pem_x509_certificates(data)
+    except OSError as exc:
+        raise UsageError(f"--root-file {given!r} cannot be read ({exc.strerror}); "
+                         "write it with 'mailca deploy HOST --root-copy PATH'") from None
+    except ValueError:
+        raise UsageError(f"--root-file {given!r} holds no PEM certificate; give the mailca root (PEM)") from None
+    root = x509.load_pem_x509_certificate(store_root.read_bytes())
+    if root not in certs:
+        raise UsageError(f"--root-file {given!r} does not hold this CA's root ({root.subject.rfc4514_string()}); "
+                         "refresh it with 'mailca deploy HOST --root-copy PATH'")
+    return given
 
 
 def _secure_domains(given, ca_domains: list[str]) -> list[str]:

@@ -34,7 +34,7 @@ from pathlib import Path
 from ..errors import ConnectError, MailcaError, StoreError, UsageError, VerificationError
 
 __all__ = ["Change", "Live", "Plan", "Target", "read_live", "plan", "apply", "rollback", "probe_all",
-           "format_plan", "verify_deployed", "DROPIN_NAME"]
+           "format_plan", "verify_deployed", "install_root", "check_root_copy", "DROPIN_NAME"]
 
 DROPIN_NAME = "99-mailca.conf"
 TOOL_TIMEOUT = 60
@@ -291,17 +291,27 @@ def dovecot_auth_answers(path: str, timeout: float = 3.0) -> bool:
     return data.startswith(b"VERSION\t1\t") and b"MECH\t" in data
 
 
-def _cyrus_config(live: Live) -> Path | None:
-    """The Cyrus SASL application file smtpd would read (smtpd_sasl_path, default 'smtpd')."""
+def _cyrus_dirs(live: Live) -> tuple[list[str], list[str]]:
+    """(directories smtpd reads its Cyrus SASL application file from, directories it ignores).
+    Upstream Postfix hands cyrus_sasl_config_path to libsasl2 (else libsasl2's defaults).
+    Debian's Postfix (patch 07_sasl_config) reads $config_directory/sasl and /usr/lib/sasl
+    only and ignores cyrus_sasl_config_path - seen with strace: smtpd opens
+    <config_directory>/sasl/smtpd.conf, then /usr/lib/sasl/smtpd.conf, nothing else."""
+    given = [d for d in re.split(r"[\s,:]+", live.main.get("cyrus_sasl_config_path", "")) if d]
+    debian = [str(live.main_cf.parent / "sasl"), "/usr/lib/sasl"]
+    if os.path.isfile("/etc/debian_version"):
+        return debian, given
+    return (given or ["/etc/sasl2", "/etc/sasl", "/usr/lib/x86_64-linux-gnu/sasl2", "/usr/lib/sasl2"]), []
+
+
+def _cyrus_config(live: Live) -> tuple[Path | None, Path | None]:
+    """(the Cyrus SASL application file smtpd reads - smtpd_sasl_path, default 'smtpd' - or
+    None, a file of that name in a directory this Postfix ignores, or None)."""
     app = live.main.get("smtpd_sasl_path", "smtpd") or "smtpd"
-    dirs = [d for d in re.split(r"[\s,:]+", live.main.get("cyrus_sasl_config_path", "")) if d]
-    dirs += [str(live.main_cf.parent / "sasl"), "/etc/postfix/sasl", "/usr/lib/sasl2",
-             "/usr/lib/x86_64-linux-gnu/sasl2", "/etc/sasl2"]
-    for d in dirs:
-        p = Path(d) / f"{app}.conf"
-        if p.is_file():
-            return p
-    return None
+    read, ignored = _cyrus_dirs(live)
+    found = next((Path(d) / f"{app}.conf" for d in read if (Path(d) / f"{app}.conf").is_file()), None)
+    stray = next((Path(d) / f"{app}.conf" for d in ignored if (Path(d) / f"{app}.conf").is_file()), None)
+    return found, stray
 
 
 def _sasl_socket(live: Live, path: str) -> str:
@@ -330,14 +340,18 @@ def plan(live: Live, target: Target, *, profile, ports: list[int], dovecot_versi
                                  "--dovecot-config) before deploying 587/465, or deploy only --ports 25; nothing changed")
     elif sasl_type is not None or any(p.get("smtpd_sasl_auth_enable") == "yes" for p in live.params.values()) \
             or live.main.get("smtpd_sasl_auth_enable") == "yes":
-        conf = _cyrus_config(live)
-        sasl, detail = "cyrus", f"Cyrus SASL ({conf or 'no smtpd.conf found'})"
+        conf, stray = _cyrus_config(live)
+        app = live.main.get("smtpd_sasl_path", "smtpd") or "smtpd"
+        sasl, detail = "cyrus", f"Cyrus SASL ({conf or f'no {app}.conf found'})"
         if sasl_type not in (None, "cyrus"):
             sasl, detail = sasl_type, f"smtpd_sasl_type = {sasl_type}"
         elif conf is None and want_auth:
-            raise UsageError("587/465 need AUTH but Cyrus SASL has no smtpd.conf (looked in cyrus_sasl_config_path, "
-                             "/etc/postfix/sasl, /usr/lib/sasl2): smtpd would die with 'no SASL authentication "
-                             "mechanisms'; configure saslauthd or Dovecot SASL first, or deploy --ports 25; nothing changed")
+            where = ", ".join(_cyrus_dirs(live)[0])
+            hint = (f"; {stray} is in cyrus_sasl_config_path, which Debian's Postfix ignores: move it to "
+                    f"{live.main_cf.parent / 'sasl'}/") if stray else ""
+            raise UsageError(f"587/465 need AUTH but Cyrus SASL has no {app}.conf where this Postfix reads it ({where})"
+                             f"{hint}: smtpd would offer no working AUTH; configure saslauthd or Dovecot SASL first, "
+                             "or deploy --ports 25; nothing changed")
     elif live.dovecot_conf is not None:
         sasl, detail = "dovecot", f"Dovecot (detected at {live.dovecot_conf}; mailca adds the auth listener)"
         sock = _sasl_socket(live, dovecot_path)
@@ -609,12 +623,51 @@ def _apply_locked(store, live: Live, p: Plan, *, connect: str, wait: float) -> d
         restore(store, backup)
         try:
             reload_all(live.config_dir, live.dovecot_conf)
-            back = "rolled back"
+            back = f"rolled back to {backup.name}" + _unthrottle(live, p, connect)
         except MailcaError as exc2:
-            back = f"rolled back the files, but the reload failed too ({exc2.message})"
-        raise VerificationError(f"deploy failed: {exc.message}; {back} to {backup.name} - log: {_log_hint(live)}") from None
+            back = f"rolled back the files to {backup.name}, but the reload failed too ({exc2.message})"
+        raise VerificationError(f"deploy failed: {exc.message}; {back} - log: {_log_hint(live)}") from None
     _record(store, p, live, connect, backup, wait)
     return {"backup": str(backup), "changes": len(p.changes), "probes": results}
+
+
+def _answers(ls: Listener, addr: str, timeout: float) -> bool:
+    """True when a Postfix port is served by a process: the 220 greeting on 25/587, a TLS
+    handshake on 465 (no verification: this only asks whether anybody is there)."""
+    import ssl
+
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((addr, ls.port), timeout=timeout) as raw:
+            if ls.proto != "submissions":
+                return _readline(raw, deadline).startswith(b"220")
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            raw.settimeout(max(0.1, deadline - time.monotonic()))
+            with ctx.wrap_socket(raw):
+                return True
+    except (OSError, ValueError):
+        return False
+
+
+def _unthrottle(live: Live, p: Plan, connect: str, timeout: float = 5.0) -> str:
+    """After the rollback's reload: a Postfix service whose processes died under the failed
+    configuration stays throttled by master(8) for service_throttle_time (60 s), reload or not,
+    and its port accepts connections nobody answers.  Restart Postfix then (the only way to
+    clear it) and say so."""
+    dead = [ls for ls in p.listeners if ls.proto in ("smtp", "submission", "submissions")
+            and not _answers(ls, ls.address or connect, timeout)]
+    if not dead:
+        return ""
+    _postfix_cmd(live.config_dir, "stop")  # a failure shows in 'status' and 'start' below
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _postfix_cmd(live.config_dir, "status").returncode == 0:
+        time.sleep(0.2)
+    r = _postfix_cmd(live.config_dir, "start")
+    if r.returncode != 0:
+        return f", but restarting Postfix (for {dead[0].proto} {dead[0].port}, throttled) failed: {_clean(r.stderr)}"
+    return f", Postfix restarted ({dead[0].proto} {dead[0].port} stayed throttled after the reload)"
 
 
 def rollback(store) -> dict:
@@ -649,6 +702,42 @@ def _record(store, p: Plan, live: Live, connect: str, backup: Path | None, wait:
         "listeners": [{"proto": ls.proto, "address": ls.address, "port": ls.port} for ls in p.listeners],
     }
     store.write_file(path, json.dumps(data, indent=2, sort_keys=True).encode(), private=True)
+
+
+# --------------------------------------------------------------- root copy for local services
+def install_root(store, path: str) -> dict:
+    """A world-readable (0644) copy of ``ca/root.crt`` at ``path`` for local services and users
+    that cannot read the 0700 store: Exim as Debian-exim, fetchmail, a sending Postfix's
+    smtp_tls_CAfile / tafile=.  Written atomically under the store lock; only the public root
+    certificate, never key material.  Returns {"path", "note"} (note: a parent directory other
+    users cannot traverse, which makes the copy useless to them)."""
+    from ..storage.store import atomic_write, ensure_dir
+
+    p = check_root_copy(store, path)
+    pem = store.ca_file("root.crt").read_bytes()
+    with store.lock():
+        ensure_dir(p.parent, 0o755)
+        atomic_write(p, pem, 0o644)
+    note = None
+    for d in [p.parent.resolve(), *p.parent.resolve().parents]:
+        if not d.stat().st_mode & 0o001:
+            note = f"{d} is not searchable by other users (mode {d.stat().st_mode & 0o7777:o}): they cannot open {p}"
+            break
+    return {"path": str(p), "note": note}
+
+
+def check_root_copy(store, path: str) -> Path:
+    """``--root-copy PATH`` checked before anything is changed (UsageError naming it)."""
+    p = Path(path)
+    if not p.is_absolute() or p.name in ("", ".", ".."):
+        raise UsageError(f"--root-copy {path!r} is not an absolute file path; give e.g. /etc/ssl/mailca/root.crt")
+    store_dir = Path(store.path).resolve()
+    if p.parent.resolve() == store_dir or store_dir in p.parent.resolve().parents:
+        raise UsageError(f"--root-copy {path!r} is inside the store {store_dir} (0700: no other user can read it); "
+                         "give a path outside it, e.g. /etc/ssl/mailca/root.crt")
+    if p.is_dir():
+        raise UsageError(f"--root-copy {path!r} is a directory; give the file name, e.g. {p / 'root.crt'}")
+    return p
 
 
 # ------------------------------------------------------------------------------- probe
