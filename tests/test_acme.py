@@ -69,3 +69,99 @@ def test_full_order_http01(env, alg):
     assert v.returncode == 0, v.stdout + v.stderr
     acme = [e for e in _index(ca) if e.get("source") == "acme"]
     assert any(set(e["names"]) == {"mail.example.org", "a.mx.example.org"} for e in acme)
+
+
+def test_refusals_are_problem_documents_and_issue_nothing(env):
+    ca, srv, responder, eab = env
+    before = len(_index(ca))
+    # no external account binding
+    c0 = Client(srv.directory, str(ca.root))
+    r = c0.register()
+    assert r.status == 400 and r.problem_type == "externalAccountRequired"
+    # a wrong HMAC
+    r = c0.register(eab=(eab["kid"], "A" * 43))
+    assert r.status == 401 and r.problem_type == "unauthorized"
+    c = _client(env)
+    # a name outside the binding, and outside the CA's domains
+    r = c.new_order("other.example.org")
+    assert r.problem_type == "rejectedIdentifier" and "external account binding" in r.json["detail"]
+    r = c.new_order("mail.example.com")
+    assert r.problem_type == "rejectedIdentifier" and "permitted domains" in r.json["detail"]
+    # the pattern allows one label below mx.example.org, not two
+    assert c.new_order("a.b.mx.example.org").problem_type == "rejectedIdentifier"
+    # a replayed nonce
+    n = c.nonce()
+    assert c.post(c.dir["newOrder"], {"identifiers": [{"type": "dns", "value": "mail.example.org"}]},
+                  nonce=n).status == 201
+    r = c.post(c.dir["newOrder"], {"identifiers": [{"type": "dns", "value": "mail.example.org"}]}, nonce=n)
+    assert r.status == 400 and r.problem_type == "badNonce"
+    # a bad JWS signature (payload changed after signing)
+    body = c.jws(c.dir["newOrder"], {"identifiers": [{"type": "dns", "value": "mail.example.org"}]})
+    body["payload"] = body["payload"][:-2] + ("AA" if body["payload"][-2:] != "AA" else "BB")
+    r = c.post_raw(c.dir["newOrder"], body)
+    assert r.status == 400 and r.problem_type == "malformed" and "signature" in r.json["detail"]
+    # signed by another key than the account's
+    other = Client(srv.directory, str(ca.root))
+    other.kid = c.kid
+    r = other.new_order("mail.example.org")
+    assert r.problem_type == "malformed" and "signature" in r.json["detail"]
+    # a CSR with an extra name
+    order = c.new_order("mail.example.org")
+    assert all(x.json["status"] == "valid" for x in c.authorize_http01(order, responder))
+    csr, _ = make_csr(["mail.example.org", "a.mx.example.org"])
+    r = c.finalize(order, csr)
+    assert r.status == 400 and r.problem_type == "badCSR" and "exactly" in r.json["detail"]
+    # a CSR that is not one
+    assert c.finalize(order, b"\x30\x03\x02\x01\x00").problem_type == "badCSR"
+    # http-01 answered with the wrong key authorization
+    order = c.new_order("b.mx.example.org")
+    (r,) = c.authorize_http01(order, responder, wrong=True)
+    assert r.json["status"] == "invalid" and r.json["error"]["type"].endswith(":unauthorized"), r.body
+    o = c.post(order.headers["Location"], None).json
+    assert o["status"] == "invalid"
+    assert c.finalize(order, make_csr(["b.mx.example.org"])[0]).problem_type == "orderNotReady"
+    # another account cannot read this account's order
+    c2 = _client(env)
+    assert c2.post(order.headers["Location"], None).status == 403
+    assert len(_index(ca)) == before
+
+
+def test_account_lookup_key_change_and_restart(env, tmp_path):
+    ca, srv, responder, eab = env
+    c = _client(env)
+    kid = c.kid
+    # onlyReturnExisting finds the account by key; an unknown key gets accountDoesNotExist
+    c.kid = None
+    r = c.post(c.dir["newAccount"], {"onlyReturnExisting": True}, use_jwk=True)
+    assert r.status == 200 and r.headers["Location"] == kid
+    c.kid = kid
+    stranger = Client(srv.directory, str(ca.root))
+    r = stranger.post(stranger.dir["newAccount"], {"onlyReturnExisting": True}, use_jwk=True)
+    assert r.problem_type == "accountDoesNotExist"
+    # an order and a nonce taken before a restart are good after it
+    order = c.new_order("mail.example.org")
+    nonce = c.nonce()
+    port = srv.port
+    srv.stop()
+    srv2 = AcmeProcess(ca, "--http01-port", str(responder.port), "--resolve-to", "127.0.0.1", port=port)
+    try:
+        r = c.post(order.headers["Location"], None, nonce=nonce)
+        assert r.status == 200 and r.json["status"] == "pending", r.body
+        # key change: the old key stops working, the new one works
+        from cryptography.hazmat.primitives.asymmetric import ec
+        import josepy as jose
+        new_key = ec.generate_private_key(ec.SECP256R1())
+        new_jwk = jose.JWKEC(key=new_key)
+        url = c.dir["keyChange"]
+        inner = c.jws(url, {"account": kid, "oldKey": c.jwk.public_key().to_json()}, use_jwk=True, key=new_key,
+                      jwk=new_jwk, nonce="unused")
+        r = c.post(url, inner)
+        assert r.status == 200, r.body
+        assert c.new_order("mail.example.org").problem_type == "malformed"
+        c.key, c.jwk = new_key, new_jwk
+        assert c.new_order("mail.example.org").status == 201
+    finally:
+        srv2.stop()
+        env_list = list(env)
+        env_list[1].__dict__.update(AcmeProcess(ca, "--http01-port", str(responder.port), "--resolve-to",
+                                                "127.0.0.1", port=port).__dict__)
