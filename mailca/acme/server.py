@@ -691,54 +691,67 @@ def _serial_id(serial: str) -> str:
 
 
 # ------------------------------------------------------------------ DANE
-def dane_check(store, dns_names: list[str], kt: str, pub) -> None:
-    """Refuse a new key for a name whose current certificate's key is behind a published
-    TLSA 3 1 1 record (the store's DANE state: 'mailca dane' / 'mailca rekey'), unless the
-    new key is the staged next key whose record has passed the publication gate."""
+DANE_PROBLEM = "badCSR"
+
+
+def dane_check(store, dns_names: list[str], kt: str, pub, *, now: _dt.datetime | None = None) -> None:
+    """Refuse a CSR with a new key for a name whose current key is behind a published TLSA
+    3 1 1 record, unless the new key's own 3 1 1 record has passed the publication gate.
+
+    What the store knows (no DNS query here):
+    * the DNS gate's observations (``dane-seen.json``, written by 'mailca rekey --commit' /
+      'mailca renew' with a resolver): a 3 1 1 record of the current key seen at
+      ``_PORT._tcp.NAME`` means DANE is in use; the new key's record seen there for 2 x TTL
+      means the new key may be served;
+    * a staged next key ('mailca rekey NAME --stage'): a rollover is under way, so DANE is in
+      use; the staged key itself is accepted once its records were printed 2 x TTL ago.
+    """
     from cryptography.hazmat.primitives import serialization
 
+    from ..dns import client as dnsclient
+    from ..dns import gate
+    from ..lifecycle import rekey as rekeymod
     from ..storage.index import Index
 
+    now = now or _now()
     spki = pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     digest = hashlib.sha256(spki).hexdigest()
     idx = Index.load(store)
+    try:
+        seen = gate.load_state(store)["seen"]
+    except MailcaError:
+        seen = {}
     for name in dns_names:
         cur = idx.current(name, kt)
         if cur is None or cur.get("status") == "revoked" or cur.get("spki_sha256") == digest:
             continue
-        if not _dane_published(store, cur):
+        owner = re.compile(r"^_[0-9]{1,5}\._tcp\." + re.escape(name) + r"\. ")
+        cur_rd, new_rd = dnsclient.rdata_key(3, 1, 1, cur["spki_sha256"]), dnsclient.rdata_key(3, 1, 1, digest)
+        published = any(owner.match(k) and k.endswith(" " + cur_rd) for k in seen)
+        try:
+            staged = rekeymod.read_staged(store, cur)
+        except MailcaError:
+            staged = None
+        published = published or staged is not None
+        if not published:
             continue
-        if _staged_ok(store, cur, digest):
+        gated = False
+        for k, v in seen.items():
+            if owner.match(k) and k.endswith(" " + new_rd):
+                with_ttl = certinfo.parse_iso(v["first_seen"]) + _dt.timedelta(seconds=2 * int(v.get("ttl") or 0))
+                gated = gated or with_ttl <= now
+        if staged is not None and staged.get("spki_sha256") == digest:
+            ready = rekeymod.commit_ready_at(staged)
+            gated = gated or (ready is not None and ready <= now)
+        if gated:
             continue
         raise Problem(
-            "badCSR",
+            DANE_PROBLEM,
             f"DANE: {name} has a published TLSA 3 1 1 record for its current key "
-            f"({cur['spki_sha256'][:16]}...); this CSR carries a new key, which would break DANE. "
-            "Renew with the same key (certbot --reuse-key, lego --reuse-key, dehydrated PRIVATE_KEY_RENEW=no) "
-            "or stage the next key's TLSA first ('mailca rekey NAME --stage', publish, wait for the gate)")
-
-
-def _dane_published(store, entry: dict) -> bool:
-    """The store's record that this lineage's TLSA is published: 'mailca dane' state
-    (acme/dane-published.json written by 'mailca acme dane-mark', or a rekey staged meta)."""
-    try:
-        data = json.loads((store.path / "acme" / "dane-published.json").read_bytes())
-    except (FileNotFoundError, ValueError):
-        data = {}
-    names = data.get("names", {})
-    return entry.get("name") in names
-
-
-def _staged_ok(store, entry: dict, digest: str) -> bool:
-    try:
-        from ..lifecycle import rekey as rekeymod
-
-        meta = rekeymod.read_staged(store, entry)
-    except Exception:
-        return False
-    if not meta:
-        return False
-    return meta.get("spki_sha256") == digest and bool(meta.get("published_at"))
+            f"({cur['spki_sha256'][:16]}...) and this CSR carries a new key, which would break DANE for "
+            "mail sent to it. Renew with the same key (certbot --reuse-key, lego renew --reuse-key, "
+            "dehydrated PRIVATE_KEY_RENEW=\"no\"), or stage the next key's TLSA record first and let it "
+            "pass the publication gate (2 x TTL), then order with that key")
 
 
 # ------------------------------------------------------------------ HTTP
