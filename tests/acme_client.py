@@ -158,13 +158,15 @@ class Http01Responder:
     """Serves /.well-known/acme-challenge/TOKEN from ``tokens`` on 127.0.0.1."""
 
     def __init__(self, port: int = 0):
-        tokens = self.tokens = {}
+        self.tokens = {}
+        outer = self
 
         class H(http.server.BaseHTTPRequestHandler):
             def log_message(self, *a):
                 pass
 
             def do_GET(self):
+                tokens = outer.tokens
                 t = self.path.rsplit("/", 1)[-1]
                 body = tokens.get(t, "").encode()
                 self.send_response(200 if t in tokens else 404)
