@@ -165,3 +165,33 @@ def test_account_lookup_key_change_and_restart(env, tmp_path):
         env_list = list(env)
         env_list[1].__dict__.update(AcmeProcess(ca, "--http01-port", str(responder.port), "--resolve-to",
                                                 "127.0.0.1", port=port).__dict__)
+
+
+def test_cli_bad_input_and_eab_lifecycle(env):
+    ca, srv, responder, eab = env
+    for args, needle in [
+        (["acme", "eab", "new", "--allow", "mail.example.com"], "outside this CA's permitted domains"),
+        (["acme", "eab", "new"], "--allow"),
+        (["acme", "eab", "revoke", "kid-nope"], "no external account binding 'kid-nope'"),
+        (["acme", "serve", "--name", "acme.example.org", "--listen", "localhost:1"], "--listen 'localhost:1'"),
+        (["acme", "serve", "--name", "acme.example.org", "--resolve-to", "192.0.2.1"], "only loopback"),
+    ]:
+        r = ca.run(*args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert r.stderr.startswith("mailca: error: ") and needle in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    # list never shows HMAC keys; revoking a binding deactivates its account
+    c = Client(srv.directory, str(ca.root))
+    new = json.loads(ca.ok("acme", "eab", "new", "--allow", "mail.example.org", "--json").stdout)
+    assert c.register(eab=(new["kid"], new["hmac"])).status == 201
+    # the binding is used up: a second account cannot reuse it
+    c2 = Client(srv.directory, str(ca.root))
+    assert c2.register(eab=(new["kid"], new["hmac"])).problem_type == "unauthorized"
+    listing = ca.ok("acme", "eab", "list", "--json").stdout
+    assert new["hmac"] not in listing and new["kid"] in listing
+    row = next(b for b in json.loads(listing)["bindings"] if b["kid"] == new["kid"])
+    assert row["account"] and not row["revoked"]
+    mode = (ca.dir / "acme" / "eab" / f"{new['kid']}.json").stat().st_mode & 0o777
+    assert mode == 0o600
+    ca.ok("acme", "eab", "revoke", new["kid"])
+    r = c.new_order("mail.example.org")
+    assert r.status == 401 and r.problem_type == "unauthorized"
