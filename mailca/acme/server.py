@@ -396,7 +396,17 @@ class AcmeServer:
         expires = _iso(now + ORDER_LIFETIME)
         oid = new_id()
         authzs = []
+        reused = {}
+        valid = (self.state.get("accounts", j.account["id"]) or {}).get("authz") or {}
         for n in names:
+            prev = valid.get(n)
+            if prev and certinfo.parse_iso(prev["expires"]) > now:
+                a = self.state.get("authz", prev["id"])
+                if a is not None and a.get("status") == "valid" and a.get("account") == j.account["id"]:
+                    reused[n] = a["id"]  # RFC 8555 §7.1.4: a valid authorization may serve later orders
+        for n in names:
+            if n in reused:
+                continue
             wildcard = n.startswith("*.")
             value = n[2:] if wildcard else n
             types = ["dns-01"] if wildcard else ["http-01", "tls-alpn-01", "dns-01"]
@@ -407,7 +417,9 @@ class AcmeServer:
                                            "status": "pending"} for t in types]})
         order = {"id": oid, "account": j.account["id"], "status": "pending", "expires": expires,
                  "identifiers": [{"type": "dns", "value": n} for n in names],
-                 "authorizations": [a["id"] for a in authzs], "certificate": None, "created": _iso(now)}
+                 "authorizations": [reused[n] if n in reused else next(a["id"] for a in authzs if _authz_name(a) == n)
+                                    for n in names],
+                 "certificate": None, "created": _iso(now)}
         with self.state.locked():
             self._rate_limit(j.account, now)
             for a in authzs:
@@ -521,6 +533,15 @@ class AcmeServer:
                     chall = c
             a["status"] = "valid" if error is None else "invalid"
             self.state.put("authz", a)
+            if error is None:
+                acct = self.state.get("accounts", a["account"])
+                if acct is not None:
+                    now = _now()
+                    keep = {k: v for k, v in (acct.get("authz") or {}).items()
+                            if certinfo.parse_iso(v["expires"]) > now}
+                    keep[_authz_name(a)] = {"id": a["id"], "expires": a["expires"]}
+                    acct["authz"] = keep
+                    self.state.put("accounts", acct)
         return self.chall_view(base, a, chall), up
 
     # -------------------------------------------------------------- validation
@@ -684,6 +705,10 @@ class AcmeServer:
                 revmod.revoke(self.store, entry["serial"], reason=reasons[code] if "reason" in p else None)
         except MailcaError as exc:
             raise Problem("serverInternal", str(exc), 500) from None
+
+
+def _authz_name(a: dict) -> str:
+    return ("*." if a.get("wildcard") else "") + a["identifier"]["value"]
 
 
 def _serial_id(serial: str) -> str:
