@@ -195,3 +195,55 @@ def test_cli_bad_input_and_eab_lifecycle(env):
     ca.ok("acme", "eab", "revoke", new["kid"])
     r = c.new_order("mail.example.org")
     assert r.status == 401 and r.problem_type == "unauthorized"
+
+
+def _issue(c, responder, name, key=None):
+    order = c.new_order(name)
+    assert order.status == 201, order.body
+    for r in c.authorize_http01(order, responder):
+        assert r.json["status"] == "valid", r.body
+    csr, key = make_csr([name], key)
+    return c.finalize(order, csr), key
+
+
+def test_dane_published_name_refuses_a_new_key_until_its_record_is_gated(env):
+    from conftest import T0, iso
+    import datetime as _dt
+    import os
+
+    ca, srv, responder, eab = env
+    c = _client(env)
+    name = "dane.mx.example.org"
+    f, k1 = _issue(c, responder, name)
+    assert f.json["status"] == "valid", f.body
+    spki1 = next(e for e in _index(ca) if e["name"] == name)["spki_sha256"]
+    seen_p = ca.dir / "dane-seen.json"
+    seen = {"version": 1, "seen": {f"_25._tcp.{name}. 3 1 1 {spki1}": {"first_seen": iso(T0), "ttl": 300}}}
+    seen_p.write_text(json.dumps(seen))
+    os.chmod(seen_p, 0o600)
+    try:
+        before = len(_index(ca))
+        # a new key: refused, with what to do
+        f, k2 = _issue(c, responder, name)
+        assert f.status == 400 and f.problem_type == "badCSR", f.body
+        d = f.json["detail"]
+        assert "DANE" in d and "--reuse-key" in d and "stage the next key" in d
+        assert len(_index(ca)) == before
+        # the same key: fine
+        f, _ = _issue(c, responder, name, key=k1)
+        assert f.json["status"] == "valid", f.body
+        # the new key's record seen for less than 2 x TTL: still refused; for longer: accepted
+        from cryptography.hazmat.primitives import serialization
+        import hashlib
+        spki2 = hashlib.sha256(k2.public_key().public_bytes(serialization.Encoding.DER,
+                               serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
+        seen["seen"][f"_25._tcp.{name}. 3 1 1 {spki2}"] = {"first_seen": iso(T0 - _dt.timedelta(seconds=500)), "ttl": 300}
+        seen_p.write_text(json.dumps(seen))
+        f, _ = _issue(c, responder, name, key=k2)
+        assert f.problem_type == "badCSR"
+        seen["seen"][f"_25._tcp.{name}. 3 1 1 {spki2}"]["first_seen"] = iso(T0 - _dt.timedelta(seconds=700))
+        seen_p.write_text(json.dumps(seen))
+        f, _ = _issue(c, responder, name, key=k2)
+        assert f.json["status"] == "valid", f.body
+    finally:
+        seen_p.unlink()
