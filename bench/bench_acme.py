@@ -154,7 +154,7 @@ def start_pebble(d: Path, http_port: int, n_eab: int) -> Side:
     ch = subprocess.Popen(["pebble-challtestsrv", "-dns01", f"127.0.0.1:{dns_port}", "-http01", "", "-https01", "",
                            "-tlsalpn01", "", "-management", f"127.0.0.1:{mgmt}", "-defaultIPv6", "",
                            "-defaultIPv4", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    eabs = [(f"kid-{i}", base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()) for i in range(n_eab)]
+    eabs = [(f"kid-{i}", "A" + base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()) for i in range(n_eab)]
     cfg = {"pebble": {"listenAddress": f"127.0.0.1:{port}", "managementListenAddress": f"127.0.0.1:{pmgmt}",
                       "certificate": str(crt), "privateKey": str(key), "httpPort": http_port, "tlsPort": free_port(),
                       "ocspResponderURL": "", "externalAccountBindingRequired": True,
@@ -175,7 +175,7 @@ def certbot_once(side: Side, d: Path, http_port: int, *, register: bool) -> floa
             "--work-dir", str(cfgdir / "work"), "--logs-dir", str(cfgdir / "logs"), "--non-interactive",
             "--agree-tos", "-m", "a@example.org", "-d", "bench.mx.example.org", "--force-renewal"]
     if register:
-        argv += ["--eab-kid", side.eabs[0][0], "--eab-hmac-key", side.eabs[0][1]]
+        argv += ["--eab-kid", side.eabs[0][0], f"--eab-hmac-key={side.eabs[0][1]}"]
     env = dict(os.environ, REQUESTS_CA_BUNDLE=side.bundle)
     t0 = time.perf_counter()
     r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
@@ -191,7 +191,7 @@ def lego_batch(side: Side, d: Path, webroot: Path, clients: int, per_client: int
     def client(i: int) -> None:
         for j in range(per_client):
             argv = ["lego", "--server", side.directory, "--email", f"c{i}@example.org", "--accept-tos", "--eab",
-                    "--kid", side.eabs[1 + i][0], "--hmac", side.eabs[1 + i][1], "--domains",
+                    "--kid", side.eabs[1 + i][0], f"--hmac={side.eabs[1 + i][1]}", "--domains",
                     f"c{i}n{j}.mx.example.org", "--path", str(d / f"lego-{side.name}-{i}"), "--http",
                     "--http.webroot", str(webroot), "run"]
             r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)

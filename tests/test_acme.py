@@ -247,3 +247,28 @@ def test_dane_published_name_refuses_a_new_key_until_its_record_is_gated(env):
         assert f.json["status"] == "valid", f.body
     finally:
         seen_p.unlink()
+
+
+def test_revoke_by_certificate_key_and_refusals(env):
+    import josepy as jose
+    from cryptography import x509 as _x509
+    from cryptography.hazmat.primitives import serialization
+
+    from acme_client import b64u
+
+    ca, srv, responder, eab = env
+    c = _client(env)
+    f, key = _issue(c, responder, "rev.mx.example.org")
+    pem = c.post(f.json["certificate"], None).body
+    cert = _x509.load_pem_x509_certificate(pem)
+    der = b64u(cert.public_bytes(serialization.Encoding.DER))
+    url = c.dir["revokeCert"]
+    # another account may not revoke it
+    c2 = _client(env)
+    assert c2.post(url, {"certificate": der}).problem_type == "unauthorized"
+    # a JWS by the certificate's own key (jwk) may
+    r = c.post(url, {"certificate": der, "reason": 1}, use_jwk=True, key=key, jwk=jose.JWKEC(key=key))
+    assert r.status == 200, r.body
+    e = next(e for e in _index(ca) if int(e["serial"], 16) == cert.serial_number)
+    assert e["status"] == "revoked"
+    assert c.post(url, {"certificate": der}).problem_type == "alreadyRevoked"

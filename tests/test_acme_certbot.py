@@ -62,7 +62,7 @@ def test_certbot_certonly_renew_dane_revoke(setup):
     assert r.returncode != 0
     assert "external account" in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
     r = certbot(setup, "certonly", "--standalone", "-d", "mail.example.org", "--agree-tos", "-m", "a@example.org",
-                "--eab-kid", eab["kid"], "--eab-hmac-key", eab["hmac"])
+                "--eab-kid", eab["kid"], f"--eab-hmac-key={eab['hmac']}")
     assert r.returncode == 0, r.stdout + r.stderr
     verify(setup)
     _, first = live(setup)

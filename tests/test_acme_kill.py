@@ -53,7 +53,7 @@ def test_kill9_during_concurrent_lego_orders(tmp_path):
 
     def start(i, j):
         argv = ["lego", "--server", srv.directory, "--email", f"p{i}@example.org", "--accept-tos", "--eab",
-                "--kid", eabs[i]["kid"], "--hmac", eabs[i]["hmac"], "--domains", f"o{i}x{j}.mx.example.org",
+                "--kid", eabs[i]["kid"], f"--hmac={eabs[i]['hmac']}", "--domains", f"o{i}x{j}.mx.example.org",
                 "--path", str(tmp_path / f"lego{i}"), "--http", "--http.webroot", str(webroot), "run"]
         return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -34,7 +34,7 @@ def lego(setup, name, *args):
     ca, srv, eab, http_port, tls_port, d = setup
     env = dict(os.environ, LEGO_CA_CERTIFICATES=str(ca.root))
     argv = ["lego", "--server", srv.directory, "--email", "a@example.org", "--accept-tos", "--eab", "--kid", eab["kid"],
-            "--hmac", eab["hmac"], "--domains", name, "--path", str(d / "lego"), *args]
+            f"--hmac={eab['hmac']}", "--domains", name, "--path", str(d / "lego"), *args]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
 
 

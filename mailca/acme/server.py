@@ -247,10 +247,8 @@ class AcmeServer:
                           "'mailca acme eab new --allow NAME' and pass --eab-kid/--eab-hmac-key")
         if eab is not None:
             eab_rec = self.check_eab(base, eab, j)
-        acct = {"id": new_id(), "jwk": j.jwk.to_partial_json() if hasattr(j.jwk, "to_partial_json") else j.jwk.to_json(),
-                "thumbprint": thumb, "status": "valid", "contact": contact[:4],
-                "eab": eab_rec["id"] if eab_rec else None, "created": _iso(_now())}
-        acct["jwk"] = j.jwk.to_json()
+        acct = {"id": new_id(), "jwk": j.jwk.public_key().to_json(), "thumbprint": thumb, "status": "valid",
+                "contact": contact[:4], "eab": eab_rec["id"] if eab_rec else None, "created": _iso(_now())}
         with self.state.locked():
             if eab_rec is not None:
                 cur = self.state.get("eab", eab_rec["id"])

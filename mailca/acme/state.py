@@ -196,7 +196,10 @@ def eab_new(store: Store, allow: list[str], *, note: str = "") -> dict:
         if p not in patterns:
             patterns.append(p)
     st = AcmeState(store)
-    rec = {"id": "kid-" + secrets.token_urlsafe(9), "hmac": b64u(secrets.token_bytes(32)), "allow": patterns,
+    key = b64u(secrets.token_bytes(32))
+    while key.startswith("-"):  # '--eab-hmac-key -abc' would be read as an option by certbot and lego
+        key = b64u(secrets.token_bytes(32))
+    rec = {"id": "kid-" + secrets.token_urlsafe(9), "hmac": key, "allow": patterns,
            "created": int(time.time()), "revoked": False, "account": None, "note": note[:200]}
     with st.locked():
         st.put("eab", rec, private=True)
