@@ -615,6 +615,9 @@ class AcmeServer:
                 r = dns.query.tcp(q, self.cfg.resolver, port=self.cfg.resolver_port, timeout=VALIDATION_TIMEOUT)
         except Exception as exc:
             raise Problem("dns", f"dns-01: the resolver gave no answer for _acme-challenge.{name}: {type(exc).__name__}") from None
+        if not r.flags & dns.flags.AD:
+            raise Problem("dns", f"dns-01: the resolver's answer for _acme-challenge.{name} is not DNSSEC-validated "
+                                 "(no AD bit): sign the zone, or give --resolver a validating resolver", 400)
         txts = []
         for rrset in r.answer:
             if rrset.rdtype == dns.rdatatype.TXT:
