@@ -272,3 +272,25 @@ def test_revoke_by_certificate_key_and_refusals(env):
     e = next(e for e in _index(ca) if int(e["serial"], 16) == cert.serial_number)
     assert e["status"] == "revoked"
     assert c.post(url, {"certificate": der}).problem_type == "alreadyRevoked"
+
+
+def test_rate_limit_per_account(tmp_path):
+    ca = make_ca(tmp_path / "store", "example.org", extra=["--profile", str(_ip_profile(tmp_path))])
+    srv = AcmeProcess(ca, "--orders-per-hour", "2", "--no-eab")
+    try:
+        c = Client(srv.directory, str(ca.root))
+        assert c.register().status == 201  # --no-eab: no binding needed
+        assert c.new_order("a.example.org").status == 201
+        assert c.new_order("b.example.org").status == 201
+        r = c.new_order("c.example.org")
+        assert r.status == 429 and r.problem_type == "rateLimited" and "--orders-per-hour" in r.json["detail"]
+        # without a binding, the CA's domains still rule
+        assert c.new_order("mail.example.com").problem_type == "rejectedIdentifier"
+    finally:
+        srv.stop()
+
+
+def _ip_profile(d):
+    p = d / "ip.toml"
+    p.write_text(IP_PROFILE)
+    return p

@@ -250,6 +250,10 @@ class AcmeServer:
         acct = {"id": new_id(), "jwk": j.jwk.public_key().to_json(), "thumbprint": thumb, "status": "valid",
                 "contact": contact[:4], "eab": eab_rec["id"] if eab_rec else None, "created": _iso(_now())}
         with self.state.locked():
+            again = self._thumbs.get(thumb)  # a concurrent newAccount with the same key won the race
+            if again is not None and self.state.get("accounts", again) is not None:
+                acct = self.state.get("accounts", again)
+                return 200, self.account_view(acct), {"Location": f"{base}/acme/acct/{acct['id']}"}
             if eab_rec is not None:
                 cur = self.state.get("eab", eab_rec["id"])
                 if cur.get("account"):
@@ -294,7 +298,7 @@ class AcmeServer:
         return rec
 
     def account_view(self, acct: dict) -> dict:
-        return {"status": acct["status"], "contact": acct.get("contact", []), "orders": ""}
+        return {"status": acct["status"], "contact": acct.get("contact", [])}
 
     def update_account(self, base: str, aid: str, j: Jws) -> dict:
         if j.account["id"] != aid:
