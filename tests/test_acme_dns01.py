@@ -13,7 +13,6 @@ from acme_client import IP_PROFILE, AcmeProcess, Client, b64u, make_csr
 from conftest import make_ca, require
 from dns_harness import DnsHarness
 
-pytestmark = pytest.mark.slow
 
 
 def test_dns01_validated_answer_only(tmp_path):

@@ -13,7 +13,6 @@ from cryptography import x509
 from acme_client import IP_PROFILE, AcmeProcess, free_port
 from conftest import make_ca, require
 
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
