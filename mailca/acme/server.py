@@ -19,6 +19,7 @@ Choices:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import http.client
@@ -93,6 +94,8 @@ class ServerConfig:
     eab_required: bool = True
     profile: str | None = None
     orders_per_hour: int = 300
+    dane_ports: tuple = (25,)
+    ns_port: int = 53
     cert_file: str = ""
     key_file: str = ""
     extra: dict = field(default_factory=dict)
@@ -649,7 +652,9 @@ class AcmeServer:
             if ips or sorted(dns_names) != wanted:
                 raise Problem("badCSR", f"the CSR names {', '.join(dns_names + ips)}; the order is for exactly "
                                         f"{', '.join(wanted)}")
-            dane_check(self.store, dns_names, kt, pub)
+            resolver = (self.cfg.resolver, self.cfg.resolver_port) if self.cfg.resolver else None
+            dane_check(self.store, dns_names, kt, pub, resolver=resolver, ns_port=self.cfg.ns_port,
+                       ports=self.cfg.dane_ports, lock=self.state.tlock)
 
         try:
             csr = camod.parse_csr(der, label)
@@ -724,7 +729,8 @@ def _serial_id(serial: str) -> str:
 DANE_PROBLEM = "badCSR"
 
 
-def dane_check(store, dns_names: list[str], kt: str, pub, *, now: _dt.datetime | None = None) -> None:
+def dane_check(store, dns_names: list[str], kt: str, pub, *, now: _dt.datetime | None = None,
+               resolver: tuple[str, int] | None = None, ns_port: int = 53, ports=(25,), lock=None) -> None:
     """Refuse a CSR with a new key for a name whose current key is behind a published TLSA
     3 1 1 record, unless the new key's own 3 1 1 record has passed the publication gate.
 
@@ -734,7 +740,11 @@ def dane_check(store, dns_names: list[str], kt: str, pub, *, now: _dt.datetime |
       ``_PORT._tcp.NAME`` means DANE is in use; the new key's record seen there for 2 x TTL
       means the new key may be served;
     * a staged next key ('mailca rekey NAME --stage'): a rollover is under way, so DANE is in
-      use; the staged key itself is accepted once its records were printed 2 x TTL ago.
+      use; the staged key itself is accepted once its records were printed 2 x TTL ago;
+    * with a resolver (``--resolver``): the DNS itself, through the DNS gate's code - every
+      authoritative server and the validating resolver are asked for ``_PORT._tcp.NAME`` TLSA;
+      the current key's 3 1 1 served anywhere means published, and the new key passes once the
+      gate has seen its 3 1 1 everywhere for 2 x TTL (its clock lives in dane-seen.json).
     """
     from cryptography.hazmat.primitives import serialization
 
@@ -763,9 +773,25 @@ def dane_check(store, dns_names: list[str], kt: str, pub, *, now: _dt.datetime |
         except MailcaError:
             staged = None
         published = published or staged is not None
+        owners = [f"_{p}._tcp.{name}." for p in ports]
+        if not published and resolver is not None:
+            for o in owners:
+                try:
+                    views = gate.observe(o, resolver, ns_port)
+                except MailcaError as exc:
+                    raise Problem("serverInternal", f"DANE: cannot ask the DNS whether {name} publishes TLSA records "
+                                                    f"({exc}); a new key is refused until it can", 503) from None
+                published = published or any(v.error is None and cur_rd in v.rdatas for v in views)
         if not published:
             continue
         gated = False
+        if resolver is not None:
+            needs = [gate.Need(o, frozenset({new_rd}), "the new key of an ACME order") for o in owners]
+            try:
+                with (lock if lock is not None else contextlib.nullcontext()):
+                    gated = gate.check(store, needs, resolver, ns_port, now=now).ready
+            except MailcaError:
+                gated = False
         for k, v in seen.items():
             if owner.match(k) and k.endswith(" " + new_rd):
                 with_ttl = certinfo.parse_iso(v["first_seen"]) + _dt.timedelta(seconds=2 * int(v.get("ttl") or 0))
@@ -973,7 +999,8 @@ def server_certificate(store, name: str, listen_host: str, *, now: _dt.datetime 
 
 
 def run(store, *, listen: str, name: str, http01_port: int, tlsalpn01_port: int, resolve_to: str | None,
-        resolver: str | None, eab_required: bool, profile: str | None, orders_per_hour: int, ready=None) -> None:
+        resolver: str | None, eab_required: bool, profile: str | None, orders_per_hour: int, ready=None,
+        ns_port: int = 53, dane_ports: tuple = (25,)) -> None:
     import ipaddress
 
     host, _, port = listen.rpartition(":")
@@ -1009,5 +1036,6 @@ def run(store, *, listen: str, name: str, http01_port: int, tlsalpn01_port: int,
     cfg = ServerConfig(name=namesmod.normalize_dns_name(name), listen_host=str(ip), listen_port=port_n,
                        http01_port=http01_port, tlsalpn01_port=tlsalpn01_port, resolve_to=resolve_to,
                        resolver=rhost, resolver_port=rport, eab_required=eab_required, profile=profile,
-                       orders_per_hour=orders_per_hour, cert_file=cert, key_file=key)
+                       orders_per_hour=orders_per_hour, cert_file=cert, key_file=key, ns_port=ns_port,
+                       dane_ports=tuple(dane_ports))
     serve(store, cfg, ready=ready)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, get_store, json_option, store_option
+from .common import emit_json, get_store, json_option, ns_port_option, store_option
 
 __all__ = ["cli"]
 
@@ -41,9 +41,17 @@ def cli():
 @click.option("--profile", default=None, metavar="NAME|FILE", help="Certificate profile for ACME orders.")
 @click.option("--orders-per-hour", default=300, show_default=True, type=click.IntRange(1, 1000000),
               help="Rate limit: new orders per account per hour.")
-def serve(store_dir, listen, name, http01_port, tlsalpn01_port, resolver, resolve_to, no_eab, profile, orders_per_hour):
+@click.option("--dane-port", "dane_ports", multiple=True, type=click.IntRange(1, 65535), metavar="N",
+              help="Ports whose TLSA records (_N._tcp.NAME) the DANE guard looks at (repeatable; default 25).")
+@ns_port_option
+def serve(store_dir, listen, name, http01_port, tlsalpn01_port, resolver, resolve_to, no_eab, profile, orders_per_hour,
+          dane_ports, ns_port):
     """Serve ACME until interrupted: directory at https://NAME:PORT/directory.  State
-    (accounts, orders, nonces) lives in the store under acme/ and survives a restart."""
+    (accounts, orders, nonces) lives in the store under acme/ and survives a restart.
+
+    DANE guard: a CSR with a new key for a name whose current key has a published TLSA
+    3 1 1 record is refused (use the client's --reuse-key).  With --resolver the DNS is
+    asked too (every authoritative server on --ns-port and the validating resolver)."""
     import sys
 
     from ..acme import server
@@ -58,7 +66,7 @@ def serve(store_dir, listen, name, http01_port, tlsalpn01_port, resolver, resolv
     try:
         server.run(store, listen=listen, name=name, http01_port=http01_port, tlsalpn01_port=tlsalpn01_port,
                    resolve_to=resolve_to, resolver=resolver, eab_required=not no_eab, profile=profile,
-                   orders_per_hour=orders_per_hour, ready=ready)
+                   orders_per_hour=orders_per_hour, ready=ready, ns_port=ns_port, dane_ports=tuple(dane_ports) or (25,))
     except KeyboardInterrupt:
         pass
 
