@@ -162,6 +162,16 @@ def test_account_lookup_key_change_and_restart(env, tmp_path):
         assert c.new_order("mail.example.org").status == 201
     finally:
         srv2.stop()
+    # a week later (the order lifetime) the open order is cleanly invalid, not left pending
+    import datetime as _dt
+    from conftest import T0, base_env, iso
+    srv3 = AcmeProcess(ca, "--http01-port", str(responder.port), "--resolve-to", "127.0.0.1", port=port,
+                       env=base_env(MAILCA_NOW=iso(T0 + _dt.timedelta(days=8))))
+    try:
+        r = c.post(order.headers["Location"], None)
+        assert r.status == 200 and r.json["status"] == "invalid" and "expired" in r.json["error"]["detail"], r.body
+    finally:
+        srv3.stop()
         env_list = list(env)
         env_list[1].__dict__.update(AcmeProcess(ca, "--http01-port", str(responder.port), "--resolve-to",
                                                 "127.0.0.1", port=port).__dict__)

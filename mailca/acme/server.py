@@ -466,7 +466,16 @@ class AcmeServer:
         return self.order_view(base, self._refresh_order(order))
 
     def _refresh_order(self, order: dict) -> dict:
-        """pending -> ready when every authorization is valid; -> invalid when one is."""
+        """pending -> ready when every authorization is valid; -> invalid when one is, or
+        when the order expired unfinished (e.g. its client gave up while the server was down)."""
+        if order["status"] in ("pending", "ready") and certinfo.parse_iso(order["expires"]) <= _now():
+            with self.state.locked():
+                order = self.state.get("orders", order["id"])
+                if order["status"] in ("pending", "ready"):
+                    order["status"] = "invalid"
+                    order["error"] = {"type": ERR + "malformed", "detail": "the order expired before it was finalized"}
+                    self.state.put("orders", order)
+            return order
         if order["status"] != "pending":
             return order
         states = [(self.state.get("authz", a) or {}).get("status") for a in order["authorizations"]]
