@@ -9,16 +9,12 @@ import hashlib
 import hmac as _hmac
 import http.server
 import json
-import os
-import re
 import socket
 import ssl
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import josepy as jose
 from cryptography.hazmat.primitives import hashes, serialization
@@ -224,5 +220,4 @@ class AcmeProcess:
             s.close()
 
 
-__all__ = ["Client", "Http01Responder", "AcmeProcess", "make_csr", "free_port", "IP_PROFILE", "b64u", "Resp",
-           "Path", "os", "re", "time", "rsa", "ec"]
+__all__ = ["Client", "Http01Responder", "AcmeProcess", "make_csr", "free_port", "IP_PROFILE", "b64u", "Resp"]

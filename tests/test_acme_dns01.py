@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 
-import pytest
-
 from acme_client import IP_PROFILE, AcmeProcess, Client, b64u, make_csr
 from conftest import make_ca, require
 from dns_harness import DnsHarness

@@ -26,6 +26,7 @@ import http.client
 import http.server
 import json
 import re
+import secrets
 import socket
 import ssl
 import threading
@@ -418,7 +419,7 @@ class AcmeServer:
             authzs.append({"id": new_id(), "order": oid, "account": j.account["id"],
                            "identifier": {"type": "dns", "value": value}, "wildcard": wildcard,
                            "status": "pending", "expires": expires,
-                           "challenges": [{"type": t, "token": b64u(__import__("secrets").token_bytes(24)),
+                           "challenges": [{"type": t, "token": b64u(secrets.token_bytes(24)),
                                            "status": "pending"} for t in types]})
         order = {"id": oid, "account": j.account["id"], "status": "pending", "expires": expires,
                  "identifiers": [{"type": "dns", "value": n} for n in names],
