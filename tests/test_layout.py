@@ -17,7 +17,7 @@ LAYERS = {
     "storage": 2,
     "issuance": 3, "dns": 3,
     "lifecycle": 4, "distribution": 4, "probe": 4,
-    "mailconf": 5,
+    "mailconf": 5, "acme": 5,
     "commands": 6,
     "cli": 7, "entry": 8, "__main__": 9,
 }

@@ -63,6 +63,8 @@ def cli(store_dir, names, all_versions, days_before, as_json):
         extra = [n for n in r["names"] if n != r["name"]] + r["ips"]
         if extra:
             out.append(f"  also: {', '.join(extra)}")
+        if r.get("source") == "acme":
+            out.append("  issued over ACME (mailca acme serve): its ACME client renews it, 'mailca renew' does not")
     out.append("")
     out.append(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     click.echo("\n".join(out))

@@ -20,7 +20,7 @@ from ..storage.castate import CA_META, CAState, load_castate, write_castate
 from ..storage.index import Index
 from ..storage.store import Store
 
-__all__ = ["CA", "CA_META", "IssueRequest", "Issued", "load_ca", "init_ca", "issue", "sign_csr", "load_csr",
+__all__ = ["CA", "CA_META", "IssueRequest", "Issued", "load_ca", "init_ca", "issue", "sign_csr", "sign_parsed_csr", "load_csr", "parse_csr",
            "sign_leaf", "commit_version", "commit_csr_version", "normalize_request", "resolve_days",
            "resolve_key_types", "profile_for", "refuse_silent_replacement", "refuse_existing_ca", "new_serial",
            "version_files"]
@@ -470,13 +470,19 @@ def load_csr(path: str):
     """Read one PKCS#10 request (PEM with exactly one block, or DER) and check it is
     well-formed, version 1, self-signed with a SHA-2 family hash.  A CSR is hostile input:
     every failure is a one-line UsageError."""
-    from cryptography import x509
-
     try:
         with open(path, "rb") as fh:
             data = fh.read(MAX_CSR_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"cannot read CSR {path!r}: {exc.strerror}") from None
+    return parse_csr(data, path)
+
+
+def parse_csr(data: bytes, path: str):
+    """The checks of :func:`load_csr` on bytes already read (``path`` names them in errors:
+    a file name, or e.g. 'of order X' for a CSR that came over ACME)."""
+    from cryptography import x509
+
     if len(data) > MAX_CSR_BYTES:
         raise _csr_error(path, f"is larger than {MAX_CSR_BYTES // 1024} KiB")
     if b"-----BEGIN" in data:
@@ -543,7 +549,19 @@ def csr_names(csr, path: str) -> tuple[list[str], list[str]]:
 def sign_csr(store: Store, csr_path: str, *, extra_sans: list[str], ips: list[str], days: int | None,
              profile_name: str | None, now: _dt.datetime | None = None, replace: bool = False) -> Issued:
     """Sign a CSR made on the mail server: only its public key and names are used."""
-    csr = load_csr(csr_path)
+    return sign_parsed_csr(store, load_csr(csr_path), csr_path, extra_sans=extra_sans, ips=ips, days=days,
+                           profile_name=profile_name, now=now, replace=replace)
+
+
+def sign_parsed_csr(store: Store, csr, csr_path: str, *, extra_sans: list[str], ips: list[str], days: int | None,
+                    profile_name: str | None, now: _dt.datetime | None = None, replace: bool = False,
+                    source: str = "csr", check=None, lock=None) -> Issued:
+    """The one CSR signing path ('mailca sign' and the ACME server's finalize).  ``check``:
+    called as check(dns, ips, key_type, public_key) after the names are validated and before
+    anything is signed (raise to refuse); ``lock``: an extra (thread) lock held with the
+    store lock."""
+    import contextlib
+
     ca = load_ca(store)
     profile = profile_for(ca, profile_name)
     try:
@@ -555,32 +573,34 @@ def sign_csr(store: Store, csr_path: str, *, extra_sans: list[str], ips: list[st
         raise UsageError(f"the CSR's key type {kt} is not allowed by profile {profile.name!r}; allowed: {', '.join(profile.allowed_key_types)}")
     names, csr_ips = csr_names(csr, csr_path)
     dns, addrs = normalize_request(ca, profile, names, extra_sans, csr_ips + list(ips))
+    if check is not None:
+        check(dns, addrs, kt, pub)
     days = resolve_days(profile, days)
     now = now or certinfo.utcnow()
     cert = sign_leaf(ca, pub, dns=dns, ips=addrs, days=days, profile=profile, now=now)
-    with store.lock():
+    with (lock if lock is not None else contextlib.nullcontext()), store.lock():
         cur = Index.load(store).current(dns[0], kt)
         # Re-signing a CSR for a CSR lineage is how such a certificate is renewed; replacing a
         # store-key lineage would leave live/ without key.pem and keyfullchain.pem.
-        if not replace and cur is not None and cur.get("source") != "csr":
+        if not replace and cur is not None and cur.get("source") not in ("csr", "acme"):
             refuse_silent_replacement(store, dns[0], kt, what="serve the CSR's key instead")
-        return commit_csr_version(store, ca, dns[0], kt, cert, profile)
+        return commit_csr_version(store, ca, dns[0], kt, cert, profile, source=source)
 
 
-def commit_csr_version(store: Store, ca: CA, name: str, kt: str, cert, profile: Profile) -> Issued:
+def commit_csr_version(store: Store, ca: CA, name: str, kt: str, cert, profile: Profile, *, source: str = "csr") -> Issued:
     """A CSR-signed version has no key in the store: the key stays on the mail server."""
     pem = keys.ser().Encoding.PEM
     c, i, r = cert.public_bytes(pem), ca.intermediate.public_bytes(pem), ca.root.public_bytes(pem)
     files = {
         "cert.pem": (c, False), "chain.pem": (i, False), "fullchain.pem": (c + i, False),
         "fullchain-root.pem": (c + i + r, False),
-        "meta.json": ((json.dumps({"name": name, "key_type": kt, "profile": profile.name, "source": "csr"}) + "\n").encode(), False),
+        "meta.json": ((json.dumps({"name": name, "key_type": kt, "profile": profile.name, "source": source}) + "\n").encode(), False),
     }
     idx = Index.load(store)  # before the first write: a corrupt index must stop us with nothing written
     snapshot_profile(store, profile)
     version, vdir = store.write_version(name, kt, files)
     entry = certinfo.index_entry(cert, name=name, key_type=kt, path=store.relpath(vdir), version=version,
-                                 profile=profile.name, source="csr")
+                                 profile=profile.name, source=source)
     idx.add(entry)
     idx.save()
     store.set_live(name, kt, version)

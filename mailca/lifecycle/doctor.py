@@ -37,7 +37,7 @@ from ..core import keys
 from ..errors import MailcaError, StoreError
 from ..storage import fsguard, schema
 from ..storage.index import Index, live_targets
-from ..storage.store import INTENT, TMP_PREFIX, Store
+from ..storage.store import INTENT, KEYLESS_SOURCES, TMP_PREFIX, Store
 
 __all__ = ["Finding", "DoctorReport", "check", "diagnose", "fix", "as_json", "rebuild_index"]
 
@@ -188,7 +188,7 @@ class Doctor:
             spki = keys.spki_sha256(cert.public_key())
             if e.get("spki_sha256") and e["spki_sha256"] != spki:
                 self.add("error", cert_p, f"public key differs from the index entry of {label}", "restore it from a backup")
-            if e.get("source") == "csr" and not (vdir / "key.pem").exists():
+            if e.get("source") in KEYLESS_SOURCES and not (vdir / "key.pem").exists():
                 continue
             key_p = vdir / "key.pem"
             for f in PRIVATE_FILES:

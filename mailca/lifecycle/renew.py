@@ -288,6 +288,10 @@ def select_due(entries: list[dict], now: _dt.datetime, policy: Policy, *, names:
         if names and name not in names:
             continue
         st = state_of(e, now, policy)
+        if e.get("source") == "acme":
+            if names:
+                skipped.append({"name": name, "key_type": kt, "reason": "issued over ACME: its ACME client renews it"})
+            continue
         if st == "revoked":
             skipped.append({"name": name, "key_type": kt, "reason": f"revoked ({e.get('revocation_reason') or 'unspecified'})"})
             continue

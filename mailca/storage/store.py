@@ -37,8 +37,12 @@ from ..errors import StoreError
 from . import fsguard, schema
 from .index import INDEX_VERSION, Index
 
-__all__ = ["Store", "open_store", "default_store_dir", "atomic_write", "atomic_symlink", "ensure_dir", "fsync_dir",
+__all__ = ["KEYLESS_SOURCES", "Store", "open_store", "default_store_dir", "atomic_write", "atomic_symlink", "ensure_dir", "fsync_dir",
            "INTENT", "TMP_PREFIX", "DIR_MODE", "KEY_MODE", "PUBLIC_MODE"]
+
+# Index/meta "source" of versions whose private key is not in the store (it stays on the mail
+# host): 'mailca sign' and the ACME server.
+KEYLESS_SOURCES = ("csr", "acme")
 
 TMP_PREFIX = ".tmp-"
 INTENT = ".intent"
@@ -569,7 +573,7 @@ class Store:
             mp = vdir / "meta.json"
             if mp.exists():
                 meta = schema.check_meta(fsguard.load_json(mp, fix="remove it"), mp)
-            if not key_p.exists() and meta.get("source") != "csr":
+            if not key_p.exists() and meta.get("source") not in KEYLESS_SOURCES:
                 return None
             if os.path.islink(cert_p) or os.path.islink(key_p) or not schema.ARCHIVE_PATH.match(self.relpath(vdir)):
                 return None
