@@ -13,6 +13,10 @@ def _port_spec(value: str) -> tuple[int, str]:
     from ..probe.smtp import DEFAULT_ROLE, ROLES
 
     port_s, _, role = value.partition(":")
+    from ..probe.imap import DEFAULT_PORT
+
+    if port_s.lower() in DEFAULT_PORT and not role:  # --port imaps: the role's default port
+        return DEFAULT_PORT[port_s.lower()], port_s.lower()
     try:
         port = int(port_s)
     except ValueError:
@@ -22,7 +26,7 @@ def _port_spec(value: str) -> tuple[int, str]:
     role = role.lower() or DEFAULT_ROLE.get(port, "smtp")
     if role not in ROLES:
         raise UsageError(f"--port {value!r}: unknown role {role!r}; use one of {', '.join(ROLES)} "
-                         "(smtp and submission use STARTTLS, submissions implicit TLS)")
+                         "(smtp, submission, imap and pop3 use STARTTLS/STLS; submissions, imaps and pop3s implicit TLS)")
     return port, role
 
 
@@ -38,7 +42,11 @@ def _port_spec(value: str) -> tuple[int, str]:
 @click.option("--nagios", is_flag=True, help="--dane: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (monitoring plugins).")
 @click.option("--port", "ports", multiple=True, metavar="PORT[:ROLE]",
               help="Port to audit (repeatable; default 25).  ROLE is smtp (STARTTLS, MX), submission "
-                   "(STARTTLS, AUTH expected) or submissions (implicit TLS); 25, 587 and 465 get theirs by default.")
+                   "(STARTTLS, AUTH expected), submissions (implicit TLS), imap (STARTTLS), imaps, pop3 (STLS) "
+                   "or pop3s; 25, 587, 465, 143, 993, 110 and 995 get theirs by default, and a ROLE alone "
+                   "(--port imaps) means its default port.")
+@click.option("--imap", "imap_ports", is_flag=True, help="Also audit IMAP: 143 (STARTTLS) and 993 (implicit TLS).")
+@click.option("--pop3", "pop3_ports", is_flag=True, help="Also audit POP3: 110 (STLS) and 995 (implicit TLS).")
 @click.option("--name", default=None, metavar="HOSTNAME",
               help="Host name the certificate must match and to send as SNI (default: HOST unless it is an IP address).")
 @click.option("--ca", "ca_file", default=None, metavar="FILE",
@@ -56,7 +64,7 @@ def _port_spec(value: str) -> tuple[int, str]:
               help="Hide text findings below this severity (JSON always has all).")
 @click.option("-v", "--verbose", is_flag=True, help="Also list the OK facts (protocols not offered, ...).")
 @json_option
-def cli(host, dane_domain, resolver, at_date, nagios, ports, name, ca_file, tlsa, timeout, port_deadline, parallel,
+def cli(host, dane_domain, resolver, at_date, nagios, ports, imap_ports, pop3_ports, name, ca_file, tlsa, timeout, port_deadline, parallel,
         min_severity, verbose, as_json):
     """Audit the TLS of a live SMTP server: protocols, cipher classes, cipher order,
     forward secrecy, DH group size, the certificate chain as sent (trust, host name,
@@ -103,7 +111,8 @@ def cli(host, dane_domain, resolver, at_date, nagios, ports, name, ca_file, tlsa
         name = host
     if name is not None and not is_ip_literal(name):
         name = normalize_dns_name(name, what="--name")
-    specs = [_port_spec(p) for p in (ports or ("25",))]
+    extra = (("imap", "imaps") if imap_ports else ()) + (("pop3", "pop3s") if pop3_ports else ())
+    specs = [_port_spec(p) for p in (tuple(ports) + extra if ports or not extra else extra)]
     seen = set()
     for p, _ in specs:
         if p in seen:

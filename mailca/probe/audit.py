@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from ..errors import ConnectError
 from . import hello as H
-from . import vulns
+from . import imap, vulns
 from .report import Finding, PortReport, Report, finding
 from .smtp import Endpoint, PortDeadline, SMTPClient, TLSFailure, open_for_tls
 
@@ -62,6 +62,8 @@ def policy_session(ep: Endpoint, opts: Options) -> tuple[dict, list[Finding], li
     chain: list[bytes] = []
     port = ep.port
     sni = opts.name
+    if ep.role in imap.MAIL_ROLES:
+        return imap.policy_session(ep, opts, _handshake)
     with SMTPClient(ep) as c:
         c.connect()
         if ep.implicit_tls:

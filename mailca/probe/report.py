@@ -128,6 +128,24 @@ CATALOG: dict[str, Check] = {c.id: c for c in (
           "STARTTLS command injection (CVE-2011-0411 class): plaintext pipelined after STARTTLS runs inside TLS",
           "update the SMTP server (Postfix >= 2.8.1 / 2.7.3 / 2.6.9 discards input buffered before TLS)"),
 
+    # IMAP / POP3 policy (probe/imap.py)
+    Check("imap.plaintext_auth", "HIGH", "IMAP allows a password in clear before STARTTLS (no LOGINDISABLED)",
+          "Dovecot: disable_plaintext_auth = yes (2.4: auth_allow_cleartext = no) in conf.d/10-auth.conf and "
+          "ssl = required in conf.d/10-ssl.conf"),
+    Check("pop3.plaintext_auth", "HIGH", "POP3 offers USER/PASS or SASL PLAIN/LOGIN before STLS",
+          "Dovecot: disable_plaintext_auth = yes (2.4: auth_allow_cleartext = no) in conf.d/10-auth.conf and "
+          "ssl = required in conf.d/10-ssl.conf"),
+    Check("imap.no_starttls", "HIGH", "IMAP STARTTLS not offered",
+          "Dovecot: ssl = required with ssl_cert/ssl_key set in conf.d/10-ssl.conf (or use port 993 only)"),
+    Check("pop3.no_stls", "HIGH", "POP3 STLS not offered",
+          "Dovecot: ssl = required with ssl_cert/ssl_key set in conf.d/10-ssl.conf (or use port 995 only)"),
+    # monitoring (probe/monitor.py)
+    Check("cert.expiry_warning", "MEDIUM", "certificate expires within --warn-days",
+          "renew: 'mailca renew' (then 'postfix reload' / 'doveadm reload')"),
+    Check("check.rate_limited", "MEDIUM", "incomplete: rate limited (the server stopped answering new connections)",
+          "rerun with --parallel 1 and a longer --port-deadline, or from an address the server's limits "
+          "exempt (Postfix: smtpd_client_connection_rate_limit / anvil, postscreen; Dovecot: "
+          "mail_max_userip_connections, login_processes)"),
     Check("tls.handshake", "OK", "TLS handshake"),
 )}
 

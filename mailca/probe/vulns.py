@@ -435,7 +435,7 @@ def start(ep: Endpoint, sni: str | None, pool) -> Jobs:
     }
     for i in range(len(ROBOT_VARIANTS)):
         jobs[("robot", 0, i)] = (_on_socket, ep, robot_variant, {"variant": i, "sni": sni})
-    if not ep.implicit_tls:
+    if not ep.implicit_tls and ep.role in ("smtp", "submission"):  # the probe speaks SMTP
         jobs["starttls_injection"] = (_guard, starttls_injection, ep, {"sni": sni})
     futs = {k: pool.submit(fn, a, b, **kw) for k, (fn, a, b, kw) in jobs.items()}
     return Jobs(ep, sni, pool, futs)
