@@ -28,6 +28,8 @@ protocols = imap pop3 lmtp
 listen = 127.0.0.1, {addr}
 ssl = {ssl}
 disable_plaintext_auth = {dpa}
+ssl_prefer_server_ciphers = yes
+ssl_min_protocol = TLSv1.2
 service pop3-login {{
   inet_listener pop3 {{
     port = {pop3}
@@ -95,6 +97,8 @@ def test_hardened_dovecot_has_no_policy_finding(dove):
     set_mode(dove, weak=False)
     r = check(dove, "--json")
     doc = json.loads(r.stdout)
+    if os.environ.get("CP2_DUMP"):
+        open(os.environ["CP2_DUMP"], "w").write(r.stdout)
     assert [p["error"] for p in doc["ports"]] == [None] * 4, r.stdout
     by_role = {p["role"]: p for p in doc["ports"]}
     imap, pop3 = by_role["imap"], by_role["pop3"]

@@ -72,7 +72,7 @@ CATALOG: dict[str, Check] = {c.id: c for c in (
     Check("cipher.no_aead", "MEDIUM", "no AEAD cipher (AES-GCM, ChaCha20-Poly1305) offered",
           "smtpd_tls_protocols = >=TLSv1.2 with smtpd_tls_ciphers = medium (OpenSSL >= 1.0.1)"),
     Check("cipher.order", "MEDIUM", "server does not enforce its own cipher order",
-          "tls_preempt_cipherlist = yes in main.cf"),
+          "tls_preempt_cipherlist = yes in main.cf (Dovecot: ssl_prefer_server_ciphers = yes)"),
     Check("cipher.no_fs", "MEDIUM", "no forward-secret (ECDHE/DHE) cipher offered",
           "smtpd_tls_eecdh_grade = auto (default) and do not exclude kEECDH/kEDH"),
     Check("cipher.fs_not_preferred", "LOW", "server prefers a cipher without forward secrecy",
