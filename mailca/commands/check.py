@@ -39,7 +39,16 @@ def _port_spec(value: str) -> tuple[int, str]:
               help="--dane: the validating resolver (default: first nameserver of /etc/resolv.conf).")
 @click.option("--at", "at_date", default=None, metavar="DATE",
               help="--dane: judge DANE-TA validity on this day (ISO date), e.g. 2027-06-01.")
-@click.option("--nagios", is_flag=True, help="--dane: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (monitoring plugins).")
+@click.option("--nagios", is_flag=True,
+              help="Monitoring-plugin form (Nagios/Icinga): one line 'MAILCA CHECK OK|WARNING|CRITICAL|UNKNOWN - "
+                   "... | perfdata' and exit 0 OK, 1 WARNING (MEDIUM, or audit incomplete), 2 CRITICAL (HIGH or "
+                   "worse), 3 UNKNOWN (bad usage, port unreachable); also with --dane.")
+@click.option("--warn-days", default=None, type=click.IntRange(1, 3650), metavar="N",
+              help="A certificate of the chain that expires within N days is a WARNING (MEDIUM) finding "
+                   "(clock: MAILCA_NOW if set).")
+@click.option("--baseline", "baseline", default=None, metavar="FILE",
+              help="Compare with FILE: the first run writes it (all findings reported), later runs report only "
+                   "findings that are new or resolved since the last run and update FILE (for cron jobs).")
 @click.option("--port", "ports", multiple=True, metavar="PORT[:ROLE]",
               help="Port to audit (repeatable; default 25).  ROLE is smtp (STARTTLS, MX), submission "
                    "(STARTTLS, AUTH expected), submissions (implicit TLS), imap (STARTTLS), imaps, pop3 (STLS) "
@@ -64,7 +73,7 @@ def _port_spec(value: str) -> tuple[int, str]:
               help="Hide text findings below this severity (JSON always has all).")
 @click.option("-v", "--verbose", is_flag=True, help="Also list the OK facts (protocols not offered, ...).")
 @json_option
-def cli(host, dane_domain, resolver, at_date, nagios, ports, imap_ports, pop3_ports, name, ca_file, tlsa, timeout, port_deadline, parallel,
+def cli(host, dane_domain, resolver, at_date, nagios, warn_days, baseline, ports, imap_ports, pop3_ports, name, ca_file, tlsa, timeout, port_deadline, parallel,
         min_severity, verbose, as_json):
     """Audit the TLS of a live SMTP server: protocols, cipher classes, cipher order,
     forward secrecy, DH group size, the certificate chain as sent (trust, host name,
@@ -80,10 +89,21 @@ def cli(host, dane_domain, resolver, at_date, nagios, ports, imap_ports, pop3_po
     injection, ROBOT (RSA key exchange padding oracle), SSLv2 (DROWN) and, on STARTTLS
     ports, STARTTLS command injection ("vulnerabilities" in --json; -v lists the clean ones).
 
+    IMAP and POP3 (Dovecot) get the same TLS audit through STARTTLS/STLS or implicit TLS
+    (--imap: 143 + 993, --pop3: 110 + 995, or --port 143:imap / --port imaps), plus what
+    lets a password travel in clear before TLS (LOGIN without LOGINDISABLED, AUTH=PLAIN,
+    USER/PASS, SASL PLAIN) with the Dovecot setting that fixes it.
+
+    A server that stops answering new connections part-way (rate limits, postscreen,
+    anvil) is retried with backoff within --port-deadline, then reported as "incomplete:
+    rate limited" -- never as clean, never as refusing everything.
+
     \b
     Exit codes: 0 nothing MEDIUM or worse, 5 findings MEDIUM or worse,
                 6 a port could not be reached, did not speak SMTP/TLS, broke the TLS
-                  protocol, or was audited incompletely (no answer, port deadline), 2 bad input.
+                  protocol, or was audited incompletely (no answer, rate limited, port deadline), 2 bad input.
+    With --nagios: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.  With --baseline: 5 only for
+    new findings MEDIUM or worse.
 
     \b
     Examples:
@@ -92,6 +112,9 @@ def cli(host, dane_domain, resolver, at_date, nagios, ports, imap_ports, pop3_po
       mailca check 192.0.2.25 --name mail.example.org --ca ~/mailca/ca/root.crt
       mailca check mail.example.org --tlsa "3 1 1 0c72ac70b745ac19998811b131d662c9ac69dbdbe7cb23e5b514b56664c5d3d6"
       mailca check 127.0.0.1 --port 10587:submission --json | jq '.findings[]'
+      mailca check mail.example.org --imap --pop3
+      mailca check mail.example.org --port 25 --port 993 --nagios --warn-days 21
+      mailca check mail.example.org --baseline /var/lib/mailca-check/mail.json   # from cron
     """
     from ..errors import CheckFindings, ConnectError, UsageError
     from ..core.names import is_ip_literal, normalize_dns_name
@@ -105,6 +128,28 @@ def cli(host, dane_domain, resolver, at_date, nagios, ports, imap_ports, pop3_po
 
         return run_dane(dane_domain, host=host, resolver=resolver, at_date=at_date, nagios=nagios, ports=ports,
                         timeout=timeout, as_json=as_json)
+    if not nagios:
+        return _audit(host, ports, imap_ports, pop3_ports, name, ca_file, tlsa, timeout, port_deadline, parallel,
+                      min_severity, verbose, as_json, warn_days, baseline, False)
+    from ..errors import MailcaError
+
+    try:
+        return _audit(host, ports, imap_ports, pop3_ports, name, ca_file, tlsa, timeout, port_deadline, parallel,
+                      min_severity, verbose, as_json, warn_days, baseline, True)
+    except MailcaError as exc:  # usage / store problems: UNKNOWN per plugin convention
+        click.echo(f"MAILCA CHECK UNKNOWN - {clean(exc.message, 300)}")
+        raise SystemExit(3) from None
+
+
+def _audit(host, ports, imap_ports, pop3_ports, name, ca_file, tlsa, timeout, port_deadline, parallel,
+           min_severity, verbose, as_json, warn_days, baseline, nagios):
+    from ..errors import CheckFindings, ConnectError, UsageError
+    from ..core.names import is_ip_literal, normalize_dns_name
+    from ..probe import certcheck, monitor, report
+    from ..probe.audit import Options, audit
+    from ..probe.smtp import Endpoint
+    from ..probe.text import clean
+
     if host is None:
         raise UsageError("give the HOST to audit (or --dane DOMAIN)")
     if name is None and not is_ip_literal(host):
@@ -121,10 +166,17 @@ def cli(host, dane_domain, resolver, at_date, nagios, ports, imap_ports, pop3_po
     records = tuple(certcheck.parse_tlsa(t) for t in tlsa)
     ca_certs = tuple(certcheck.load_ca_file(ca_file)) if ca_file else ()
 
+    base = monitor.load_baseline(baseline) if baseline else None
     opts = Options(name=name, ca_certs=ca_certs, tlsa=records, timeout=timeout, workers=parallel,
-                   port_deadline=port_deadline)
+                   port_deadline=port_deadline, warn_days=warn_days)
     endpoints = [Endpoint(host, p, role, timeout) for p, role in specs]
     rep = audit(host, endpoints, opts)
+    if baseline:
+        return _with_baseline(rep, base, baseline, nagios=nagios, as_json=as_json)
+    if nagios:
+        line, code = monitor.nagios_line(rep)
+        click.echo(line)
+        raise SystemExit(code)
 
     if as_json:
         emit_json(rep.to_json())
@@ -151,3 +203,43 @@ def _filtered(rep, floor: str):
     ports = tuple(replace(p, findings=tuple(f for f in p.findings if rank(f.severity) >= rank(floor)))
                   for p in rep.ports)
     return replace(rep, ports=ports)
+
+
+def _with_baseline(rep, base, path, *, nagios, as_json):
+    """--baseline: report only the findings new or resolved since the last run, then make this
+    run the baseline.  Exit (and --nagios state) from the new findings only."""
+    from types import SimpleNamespace
+
+    from ..errors import CheckFindings, ConnectError
+    from ..probe import monitor
+    from ..probe.report import at_least, rank
+    from ..probe.text import clean
+
+    first = base is None
+    new, resolved = (monitor.compare(rep, base) if not first else
+                     ([e for e in monitor.entries(rep)], []))
+    if not rep.errors:  # a port we could not audit must not erase what we knew about it
+        monitor.save_baseline(path, rep)
+    new_f = [SimpleNamespace(severity=e["severity"], title=e["title"], port=e["port"], id=e["id"]) for e in new]
+    if as_json:
+        doc = rep.to_json()
+        doc["baseline"] = {"file": path, "first_run": first, "new": new, "resolved": resolved,
+                           "written": not rep.errors}
+        emit_json(doc)
+    elif nagios:
+        line, code = monitor.nagios_line(rep, new_f, what=("baseline written" if first else
+                                                           f"{len(new)} new, {len(resolved)} resolved since baseline"))
+        click.echo(line)
+        raise SystemExit(code)
+    else:
+        head = "first run: baseline written" if first else f"since the baseline: {len(new)} new, {len(resolved)} resolved"
+        click.echo(f"{clean(rep.host)}: {head} ({path})")
+        for e in sorted(new, key=lambda e: -rank(e["severity"])):
+            click.echo(f"  NEW       {e['severity']:<9} port {e['port']}: {clean(e['title'])}")
+        for e in resolved:
+            click.echo(f"  RESOLVED  {e['severity']:<9} port {e['port']}: {clean(e['title'])}")
+    if rep.errors:
+        raise ConnectError(clean(rep.errors[0].error) + " (baseline not updated)")
+    bad = [e for e in new if at_least(e["severity"])]
+    if bad:
+        raise CheckFindings(f"{len(bad)} new finding(s) rated MEDIUM or worse on {rep.host} since the baseline")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from ..errors import ConnectError
 from . import hello as H
-from . import imap, vulns
+from . import imap, monitor, vulns
 from .report import Finding, PortReport, Report, finding
 from .smtp import Endpoint, PortDeadline, SMTPClient, TLSFailure, open_for_tls
 
@@ -52,6 +52,7 @@ class Options:
     workers: int = 8
     port_deadline: float = 30.0
     now: _dt.datetime | None = None
+    warn_days: int | None = None
 
 
 # --- phase 1: the real SMTP session ------------------------------------------------------
@@ -357,6 +358,8 @@ def audit_port(ep: Endpoint, opts: Options) -> PortReport:
                                             tlsa=list(opts.tlsa), now=opts.now or utcnow())
             facts["certificate"] = cfacts
             fs.extend(cfs)
+            cfacts["days_left"] = monitor.days_left(chain, opts.now or utcnow())
+            fs.extend(monitor.expiry_warnings(chain, opts.warn_days, opts.now or utcnow(), port=ep.port, already=cfs))
         if error is None and "tls" in facts and "error" not in facts["tls"]:
             t = facts["tls"]
             fs.append(finding("tls.handshake", f"{t['version']} {t['cipher']}"
