@@ -139,3 +139,94 @@ def test_plaintext_dovecot_is_high_with_the_dovecot_fix(dove):
         assert len(n.stdout.strip().splitlines()) == 1
     finally:
         set_mode(dove, weak=False)
+
+
+class RateLimitedSMTP:
+    """A tiny SMTP + STARTTLS server on 127.0.0.1 that serves the first ``n`` connections and
+    then closes every new one straight after accept (what a connection-rate limit does)."""
+
+    def __init__(self, cert, key, n: int):
+        import ssl
+
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.n, self.served, self.refused = n, 0, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.stop = False
+        self.t = threading.Thread(target=self._loop, daemon=True)
+        self.t.start()
+
+    def _loop(self):
+        self.sock.settimeout(0.2)
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            if self.served >= self.n:
+                self.refused += 1
+                c.close()
+                continue
+            self.served += 1
+            threading.Thread(target=self._session, args=(c,), daemon=True).start()
+
+    def _session(self, c):
+        c.settimeout(5)
+        f = c.makefile("rb")
+        try:
+            c.sendall(b"220 rl.example.org ESMTP\r\n")
+            while True:
+                line = f.readline(1024)
+                if not line:
+                    return
+                cmd = line.strip().upper()
+                if cmd.startswith(b"EHLO"):
+                    c.sendall(b"250-rl.example.org\r\n250 STARTTLS\r\n")
+                elif cmd == b"STARTTLS":
+                    c.sendall(b"220 go ahead\r\n")
+                    s = self.ctx.wrap_socket(c, server_side=True)
+                    f = s.makefile("rb")
+                    c = s
+                elif cmd == b"QUIT":
+                    c.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    c.sendall(b"502 no\r\n")
+        except (OSError, ValueError):
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.stop = True
+        self.t.join(2)
+        self.sock.close()
+
+
+def test_rate_limited_port_is_incomplete_not_clean_nor_refusing(tmp_path):
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    r = tool("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", key, "-out", cert, "-days", "30", "-subj", "/CN=rl.example.org")
+    assert r.returncode == 0, r.stderr
+    srv = RateLimitedSMTP(cert, key, n=4)
+    try:
+        t0 = time.monotonic()
+        r = run(["check", "127.0.0.1", "--port", str(srv.port), "--timeout", "3", "--port-deadline", "12",
+                 "--json"], env=base_env())
+        took = time.monotonic() - t0
+    finally:
+        srv.close()
+    doc = json.loads(r.stdout)
+    p = doc["ports"][0]
+    assert p["error"] is None, p["error"]
+    assert p["status"] == "incomplete: rate limited"
+    assert p["incomplete"][0].startswith("rate limited"), p["incomplete"]
+    f = [x for x in p["findings"] if x["id"] == "check.rate_limited"]
+    assert f and f[0]["severity"] == "MEDIUM", p["findings"]
+    assert "refus" not in (p["error"] or "") and "no TLS version accepted" not in r.stderr
+    assert r.returncode == 6, r.stderr  # incomplete, not clean (0)
+    assert srv.refused > 10  # it really was retried after being refused
+    assert took < 40
+    n = run(["check", "127.0.0.1", "--port", str(srv.port), "--nagios"], env=base_env())
+    assert n.returncode == 3 and n.stdout.startswith("MAILCA CHECK UNKNOWN"), n.stdout  # server gone now

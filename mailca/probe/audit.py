@@ -38,6 +38,11 @@ _PASSWORD_MECHS = {"PLAIN", "LOGIN"}
 NO_ANSWER = ("timeout", "noconnect")
 
 
+class RateLimited(ConnectError):
+    """The policy session worked, then no probe connection got an answer: the server limits
+    connections (the audit is incomplete, the server does not refuse TLS)."""
+
+
 class ProtocolError(ConnectError):
     """The server answered a probe with something it could not have chosen (a cipher or
     version that was not offered, a malformed ServerHello): its TLS results cannot be trusted."""
@@ -161,6 +166,8 @@ class Prober:
         self.count = 0
         self.unanswered: list[str] = []
         self.protocol_errors: list[str] = []
+        self.retries = 0
+        self.refused_after_retries = 0
         self._lock = threading.Lock()
 
     def one(self, version: int, suites, *, full: bool = False) -> H.HelloResult:
@@ -170,12 +177,27 @@ class Prober:
         with self._lock:
             self.count += 1
         what = f"{H.VERSION_NAMES[version]} ClientHello ({len(suites)} suites)"
-        try:
-            sock = open_for_tls(self.ep)
-        except PortDeadline:
-            r = H.HelloResult("timeout", detail="not sent: the port deadline ran out")
-        except ConnectError as exc:
-            r = H.HelloResult("noconnect", detail=exc.message)
+        # A server that rate-limits refuses or drops new connections for a while: retry with
+        # backoff (0.25, 0.5, 1, 2 s) within the port deadline before calling it unanswered.
+        delay = 0.25
+        for attempt in range(5):
+            sock, r = self._open(what)
+            if sock is not None or r.outcome != "noconnect" or attempt == 4:
+                break
+            with self._lock:
+                self.retries += 1
+            try:
+                left = self.ep.budget()
+            except PortDeadline:
+                break
+            if left <= delay:
+                break
+            time.sleep(delay)
+            delay *= 2
+        if sock is None:
+            with self._lock:
+                if r.outcome == "noconnect":
+                    self.refused_after_retries += 1
         else:
             try:
                 r = H.probe(sock, version, suites, sni=self.opts.name, timeout=self.ep.budget(), full=full)
@@ -191,6 +213,14 @@ class Prober:
             elif r.outcome == "protocol_error":
                 self.protocol_errors.append(f"{what}: {r.detail}")
         return r
+
+    def _open(self, what: str):
+        try:
+            return open_for_tls(self.ep), None
+        except PortDeadline:
+            return None, H.HelloResult("timeout", detail="not sent: the port deadline ran out")
+        except ConnectError as exc:
+            return None, H.HelloResult("noconnect", detail=exc.message)
 
     def many(self, jobs: dict) -> dict:
         futs = {k: self.pool.submit(self.one, *args, **kw) for k, (args, kw) in jobs.items()}
@@ -221,7 +251,7 @@ def tls_probes(pr: Prober) -> tuple[dict, list[Finding]]:
     if not accepted:
         pr.ep.budget()  # raises PortDeadline if that is why nothing was accepted
         if unknown == set(H.VERSIONS):
-            raise ConnectError(f"{pr.ep.label}: no answer to any ClientHello probe "
+            raise RateLimited(f"{pr.ep.label}: no answer to any ClientHello probe "
                                f"({res[H.TLS1_2].detail}); is the server rate-limiting?")
         why = "; ".join(f"{H.VERSION_NAMES[v]}: {res[v].detail or res[v].outcome}" for v in H.VERSIONS)
         raise ConnectError(f"{pr.ep.label}: no TLS version accepted ({why})")
@@ -345,8 +375,18 @@ def audit_port(ep: Endpoint, opts: Options) -> PortReport:
             fs.extend(pfs)
             if not chain:
                 chain = raw_chain
+        except RateLimited as exc:
+            incomplete.append(exc.message)
         except ConnectError as exc:
             error = exc.message
+        if pr is not None and error is None and pr.refused_after_retries:
+            # The first connection worked, later ones were refused/dropped even after backoff.
+            facts["status"] = "incomplete: rate limited"
+            n = pr.refused_after_retries
+            fs.append(finding("check.rate_limited", f"{n} of {pr.count} probe connection(s) refused or dropped "
+                                                    f"after {pr.retries} retries with backoff; the findings cover "
+                                                    "only what was answered", port=ep.port))
+            incomplete.insert(0, f"rate limited: {n} probe connection(s) refused after retries with backoff")
         if pr is not None:
             facts["probes"] = pr.count + 1
             if pr.unanswered:
