@@ -230,3 +230,54 @@ def test_rate_limited_port_is_incomplete_not_clean_nor_refusing(tmp_path):
     assert took < 40
     n = run(["check", "127.0.0.1", "--port", str(srv.port), "--nagios"], env=base_env())
     assert n.returncode == 3 and n.stdout.startswith("MAILCA CHECK UNKNOWN"), n.stdout  # server gone now
+
+
+def test_warn_days_uses_the_injected_clock(dove):
+    import datetime as dt
+
+    set_mode(dove, weak=False)
+    later = (T0 + dt.timedelta(days=300)).strftime("%Y-%m-%dT%H:%M:%SZ")  # ~65 days left
+    argv = ["check", ADDR, "--name", HOST, "--ca", str(dove.ca.root), "--port", f"{dove.all_ports['imaps']}:imaps"]
+    r = run([*argv, "--warn-days", "90", "--json"], env=base_env(MAILCA_NOW=later))
+    p = json.loads(r.stdout)["ports"][0]
+    w = [f for f in p["findings"] if f["id"] == "cert.expiry_warning"]
+    assert w and w[0]["severity"] == "MEDIUM" and "--warn-days 90" in w[0]["detail"], p["findings"]
+    assert 60 <= p["certificate"]["days_left"] <= 66
+    assert r.returncode == 5
+    n = run([*argv, "--warn-days", "90", "--nagios"], env=base_env(MAILCA_NOW=later))
+    assert n.returncode == 1 and n.stdout.startswith("MAILCA CHECK WARNING - "), n.stdout
+    assert "cert_days_left=" in n.stdout.split("|")[1]
+    r = run([*argv, "--warn-days", "30", "--json"], env=base_env(MAILCA_NOW=later))
+    assert r.returncode == 0 and "cert.expiry_warning" not in r.stdout
+    n = run([*argv, "--warn-days", "30", "--nagios"], env=base_env(MAILCA_NOW=later))
+    assert n.returncode == 0 and n.stdout.startswith("MAILCA CHECK OK - "), n.stdout
+
+
+def test_baseline_reports_only_new_and_resolved(dove, tmp_path):
+    base = tmp_path / "baseline.json"
+    argv = ["check", ADDR, "--name", HOST, "--ca", str(dove.ca.root),
+            "--port", f"{dove.all_ports['imap']}:imap", "--port", f"{dove.all_ports['pop3']}:pop3",
+            "--baseline", str(base)]
+    set_mode(dove, weak=False)
+    try:
+        r = run(argv, env=base_env())
+        assert r.returncode == 0 and "first run: baseline written" in r.stdout, r.stdout + r.stderr
+        first = base.read_bytes()
+        assert oct(base.stat().st_mode & 0o777) == "0o644"
+        set_mode(dove, weak=True)
+        r = run([*argv, "--json"], env=base_env())
+        b = json.loads(r.stdout)["baseline"]
+        assert sorted(e["id"] for e in b["new"]) == ["imap.plaintext_auth", "pop3.plaintext_auth"], b
+        assert b["resolved"] == [] and b["first_run"] is False
+        assert r.returncode == 5
+        r = run(argv, env=base_env())  # nothing changed since the last run
+        assert r.returncode == 0 and "0 new, 0 resolved" in r.stdout, r.stdout
+        set_mode(dove, weak=False)
+        r = run([*argv, "--nagios"], env=base_env())
+        assert r.returncode == 0 and "0 new, 2 resolved since baseline" in r.stdout, r.stdout
+        # a damaged baseline is refused, nothing written
+        base.write_text("{not json")
+        r = run(argv, env=base_env())
+        assert r.returncode == 2 and r.stderr.startswith("mailca: error: --baseline") and base.read_text() == "{not json"
+    finally:
+        set_mode(dove, weak=False)
