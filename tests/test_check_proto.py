@@ -281,3 +281,36 @@ def test_baseline_reports_only_new_and_resolved(dove, tmp_path):
         assert r.returncode == 2 and r.stderr.startswith("mailca: error: --baseline") and base.read_text() == "{not json"
     finally:
         set_mode(dove, weak=False)
+
+
+def _testssl_protocols(port: int, starttls: str | None, tmp_path) -> dict[str, bool]:
+    out = tmp_path / f"testssl-{port}.json"
+    argv = ["testssl", "--quiet", "--warnings", "off", "--color", "0", "--openssl-timeout", "5", "-p",
+            "--jsonfile", str(out)]
+    if starttls:
+        argv += ["-t", starttls]
+    r = tool(*argv, f"{ADDR}:{port}", timeout=240)
+    assert out.exists(), r.stdout[-2000:] + r.stderr[-2000:]
+    names = {"SSLv3": "SSLv3", "TLS1": "TLSv1.0", "TLS1_1": "TLSv1.1", "TLS1_2": "TLSv1.2", "TLS1_3": "TLSv1.3"}
+    got = {}
+    for e in json.loads(out.read_text()):
+        if e.get("id") in names:
+            got[names[e["id"]]] = not e["finding"].startswith("not offered")
+    return got
+
+
+@pytest.mark.interop
+def test_protocols_through_imap_starttls_agree_with_testssl(dove, tmp_path):
+    """Differential, one port: the TLS audit through IMAP STARTTLS (143 role) says the same about
+    the protocols as testssl.sh -t imap.  (testssl.sh does not test LOGINDISABLED: that finding is
+    ours alone, covered by test_plaintext_dovecot_is_high_with_the_dovecot_fix.)"""
+    require("testssl")
+    set_mode(dove, weak=False)
+    port = dove.all_ports["imap"]
+    theirs = _testssl_protocols(port, "imap", tmp_path)
+    r = run(["check", ADDR, "--name", HOST, "--ca", str(dove.ca.root), "--port", f"{port}:imap", "--json"],
+            env=base_env())
+    ours = json.loads(r.stdout)["ports"][0]["protocols"]
+    assert set(theirs) == {"SSLv3", "TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3"}, theirs
+    assert {k: ours[k] for k in theirs} == theirs
+    assert theirs["TLSv1.2"] and not theirs["SSLv3"]
