@@ -145,13 +145,13 @@ class RateLimitedSMTP:
     """A tiny SMTP + STARTTLS server on 127.0.0.1 that serves the first ``n`` connections and
     then closes every new one straight after accept (what a connection-rate limit does)."""
 
-    def __init__(self, cert, key, n: int):
+    def __init__(self, cert, key, n: int, addr: str = "127.0.0.1", port: int = 0):
         import ssl
 
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert, key)
         self.n, self.served, self.refused = n, 0, 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock = socket.create_server((addr, port))
         self.port = self.sock.getsockname()[1]
         self.stop = False
         self.t = threading.Thread(target=self._loop, daemon=True)
@@ -314,3 +314,56 @@ def test_protocols_through_imap_starttls_agree_with_testssl(dove, tmp_path):
     assert set(theirs) == {"SSLv3", "TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3"}, theirs
     assert {k: ours[k] for k in theirs} == theirs
     assert theirs["TLSv1.2"] and not theirs["SSLv3"]
+ 
+
+def test_mx_every_host_and_address_in_priority_order(tmp_path):
+    for t in ("knotd", "unbound"):
+        require(t)
+    from dns_harness import DnsHarness
+
+    n = os.getpid() % 200 + 2
+    a1, a2, a3 = f"127.0.79.{n}", f"127.0.80.{n}", f"127.0.81.{n}"
+    ca = make_ca(tmp_path / "store", "example.org")
+    ca.issue("mail.example.org")
+    ca.issue("mx2.example.org")
+    servers = []
+    try:
+        for addr, host in ((a1, "mail.example.org"), (a2, "mail.example.org"), (a3, "mx2.example.org")):
+            live = ca.live(host)
+            servers.append(RateLimitedSMTP(live / "fullchain.pem", live / "key.pem", n=10**6, addr=addr, port=25))
+        with DnsHarness(tmp_path / "dns", "example.org", mx_addr=a1) as dnsz:
+            # MX 10 mail (two addresses), MX 20 mx2 (one)
+            dnsz.update_direct(["example.org. 15 MX 20 mx2.example.org.", f"mx2.example.org. 15 A {a3}",
+                                f"mail.example.org. 15 A {a2}"])
+            dnsz.flush_resolver()
+            r = run(["check", "--mx", "example.org", "--resolver", dnsz.resolver, "--ca", str(ca.root),
+                     "--timeout", "5", "--json"], env=base_env())
+            assert r.stdout, r.stderr
+            doc = json.loads(r.stdout)
+            assert doc["schema"] == "mailca-check-mx/1"
+            mx = doc["mx"]
+            assert mx["mx_status"] == "secure", mx
+            assert [(h["preference"], h["name"]) for h in mx["hosts"]] == [(10, "mail.example.org"), (20, "mx2.example.org")]
+            assert mx["hosts"][0]["addresses"] == sorted([a1, a2]) and mx["hosts"][1]["addresses"] == [a3]
+            assert mx["hosts"][0]["address_status"]["A"] == "secure"
+            got = [(x["mx"], x["address"]) for x in doc["reports"]]
+            assert got == [("mail.example.org", a) for a in sorted([a1, a2])] + [("mx2.example.org", a3)]
+            for x in doc["reports"]:
+                assert x["host"] == x["address"] and x["name"] == x["mx"]
+                p = x["ports"][0]
+                assert p["port"] == 25 and p["error"] is None, p
+                ids_ = {f["id"] for f in p["findings"]}
+                assert "cert.ok" in ids_ and "cert.hostname" not in ids_, p["findings"]
+            # text form: one section per address, in order; --nagios: one line
+            t = run(["check", "--mx", "example.org", "--resolver", dnsz.resolver, "--ca", str(ca.root)], env=base_env())
+            order = [t.stdout.index(f"== MX {h} at {a}") for h, a in got]
+            assert order == sorted(order), t.stdout
+            nrun = run(["check", "--mx", "example.org", "--resolver", dnsz.resolver, "--ca", str(ca.root), "--nagios"],
+                       env=base_env())
+            assert nrun.stdout.startswith("MAILCA CHECK ") and "3 MX address(es)" in nrun.stdout
+            assert len(nrun.stdout.strip().splitlines()) == 1
+            bad = run(["check", "mail.example.org", "--mx", "example.org"], env=base_env())
+            assert bad.returncode == 2 and "give no HOST" in bad.stderr
+    finally:
+        for s in servers:
+            s.close()

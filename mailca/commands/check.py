@@ -35,8 +35,12 @@ def _port_spec(value: str) -> tuple[int, str]:
 @click.option("--dane", "dane_domain", default=None, metavar="DOMAIN",
               help="Audit DOMAIN's DANE instead (MX, TLSA via a validating resolver, every MX x address x key "
                    "algorithm); see docs/dane.md.")
+@click.option("--mx", "mx_domain", default=None, metavar="DOMAIN",
+              help="Audit every MX host of DOMAIN (priority order) x every A/AAAA address, in parallel, one "
+                   "report per address (certificate name = the MX host); --json adds the MX facts with the "
+                   "DNSSEC status of the MX answer.  Give no HOST.")
 @click.option("--resolver", default=None, metavar="ADDR[@PORT]", envvar="MAILCA_DNS_RESOLVER",
-              help="--dane: the validating resolver (default: first nameserver of /etc/resolv.conf).")
+              help="--dane, --mx: the (validating) resolver (default: first nameserver of /etc/resolv.conf).")
 @click.option("--at", "at_date", default=None, metavar="DATE",
               help="--dane: judge DANE-TA validity on this day (ISO date), e.g. 2027-06-01.")
 @click.option("--nagios", is_flag=True,
@@ -73,7 +77,7 @@ def _port_spec(value: str) -> tuple[int, str]:
               help="Hide text findings below this severity (JSON always has all).")
 @click.option("-v", "--verbose", is_flag=True, help="Also list the OK facts (protocols not offered, ...).")
 @json_option
-def cli(host, dane_domain, resolver, at_date, nagios, warn_days, baseline, ports, imap_ports, pop3_ports, name, ca_file, tlsa, timeout, port_deadline, parallel,
+def cli(host, dane_domain, mx_domain, resolver, at_date, nagios, warn_days, baseline, ports, imap_ports, pop3_ports, name, ca_file, tlsa, timeout, port_deadline, parallel,
         min_severity, verbose, as_json):
     """Audit the TLS of a live SMTP server: protocols, cipher classes, cipher order,
     forward secrecy, DH group size, the certificate chain as sent (trust, host name,
@@ -130,19 +134,19 @@ def cli(host, dane_domain, resolver, at_date, nagios, warn_days, baseline, ports
                         timeout=timeout, as_json=as_json)
     if not nagios:
         return _audit(host, ports, imap_ports, pop3_ports, name, ca_file, tlsa, timeout, port_deadline, parallel,
-                      min_severity, verbose, as_json, warn_days, baseline, False)
+                      min_severity, verbose, as_json, warn_days, baseline, False, mx_domain, resolver)
     from ..errors import MailcaError
 
     try:
         return _audit(host, ports, imap_ports, pop3_ports, name, ca_file, tlsa, timeout, port_deadline, parallel,
-                      min_severity, verbose, as_json, warn_days, baseline, True)
+                      min_severity, verbose, as_json, warn_days, baseline, True, mx_domain, resolver)
     except MailcaError as exc:  # usage / store problems: UNKNOWN per plugin convention
         click.echo(f"MAILCA CHECK UNKNOWN - {clean(exc.message, 300)}")
         raise SystemExit(3) from None
 
 
 def _audit(host, ports, imap_ports, pop3_ports, name, ca_file, tlsa, timeout, port_deadline, parallel,
-           min_severity, verbose, as_json, warn_days, baseline, nagios):
+           min_severity, verbose, as_json, warn_days, baseline, nagios, mx_domain=None, resolver=None):
     from ..errors import CheckFindings, ConnectError, UsageError
     from ..core.names import is_ip_literal, normalize_dns_name
     from ..probe import certcheck, monitor, report
@@ -150,14 +154,21 @@ def _audit(host, ports, imap_ports, pop3_ports, name, ca_file, tlsa, timeout, po
     from ..probe.smtp import Endpoint
     from ..probe.text import clean
 
-    if host is None:
-        raise UsageError("give the HOST to audit (or --dane DOMAIN)")
+    if mx_domain is not None:
+        if host is not None:
+            raise UsageError(f"--mx {mx_domain!r} finds the hosts itself: give no HOST ({host!r}) with it")
+        if name is not None:
+            raise UsageError("--mx checks each certificate against its MX host name: give no --name with it")
+        if baseline:
+            raise UsageError("--baseline is not supported with --mx yet: run one --baseline check per MX host")
+    elif host is None:
+        raise UsageError("give the HOST to audit (or --mx DOMAIN, or --dane DOMAIN)")
     if name is None and not is_ip_literal(host):
         name = host
     if name is not None and not is_ip_literal(name):
         name = normalize_dns_name(name, what="--name")
     extra = (("imap", "imaps") if imap_ports else ()) + (("pop3", "pop3s") if pop3_ports else ())
-    specs = [_port_spec(p) for p in (tuple(ports) + extra if ports or not extra else extra)]
+    specs = [_port_spec(p) for p in (tuple(ports) + extra or ("25",))]
     seen = set()
     for p, _ in specs:
         if p in seen:
@@ -166,6 +177,11 @@ def _audit(host, ports, imap_ports, pop3_ports, name, ca_file, tlsa, timeout, po
     records = tuple(certcheck.parse_tlsa(t) for t in tlsa)
     ca_certs = tuple(certcheck.load_ca_file(ca_file)) if ca_file else ()
 
+    if mx_domain is not None:
+        return _mx(mx_domain, resolver, specs, Options(ca_certs=ca_certs, tlsa=records, timeout=timeout,
+                                                        workers=parallel, port_deadline=port_deadline,
+                                                        warn_days=warn_days),
+                   nagios=nagios, as_json=as_json, min_severity=min_severity, verbose=verbose)
     base = monitor.load_baseline(baseline) if baseline else None
     opts = Options(name=name, ca_certs=ca_certs, tlsa=records, timeout=timeout, workers=parallel,
                    port_deadline=port_deadline, warn_days=warn_days)
@@ -243,3 +259,49 @@ def _with_baseline(rep, base, path, *, nagios, as_json):
     bad = [e for e in new if at_least(e["severity"])]
     if bad:
         raise CheckFindings(f"{len(bad)} new finding(s) rated MEDIUM or worse on {rep.host} since the baseline")
+
+
+def _mx(domain, resolver, specs, opts, *, nagios, as_json, min_severity, verbose):
+    from ..core.names import normalize_dns_name
+    from ..dns.client import parse_server, system_resolver
+    from ..errors import CheckFindings, ConnectError
+    from ..probe import monitor, report
+    from ..probe.mx import audit_mx
+    from ..probe.report import Report
+    from ..probe.text import clean
+
+    dom = normalize_dns_name(domain, what="--mx")
+    srv = parse_server(resolver or system_resolver(), "--resolver")
+    try:
+        mrep = audit_mx(dom, srv, specs, opts, dns_timeout=min(opts.timeout, 10.0))
+    except ConnectError as exc:
+        if nagios:
+            click.echo(f"MAILCA CHECK UNKNOWN - {clean(exc.message, 300)}")
+            raise SystemExit(3) from None
+        raise
+    # One report over every address: the exit code, --nagios state and summary line.
+    allr = Report(dom, None, tuple(p for r in mrep.reports for p in r.ports), "", mrep.elapsed)
+    if as_json:
+        doc = mrep.to_json()
+        doc.update(worst=allr.worst, exit_code=allr.exit_code)
+        emit_json(doc)
+    elif not nagios:
+        mx = mrep.mx
+        hosts = ", ".join(f"{h['preference']} {h['name']} ({' '.join(h['addresses']) or 'no address'})"
+                          for h in mx["hosts"])
+        click.echo(clean(f"MX of {dom} (DNSSEC: {mx['mx_status']}): {hosts}"))
+        click.echo("")
+        for h, a, r in mrep.targets:
+            click.echo(clean(f"== MX {h} at {a}"))
+            click.echo(report.render_text(_filtered(r, min_severity), verbose=verbose))
+            click.echo("")
+    if nagios:
+        line, code = monitor.nagios_line(allr, what=f"{len(mrep.targets)} MX address(es)")
+        click.echo(line)
+        raise SystemExit(code)
+    problems = [p.error for p in allr.errors] + [f"port {p.port}: audit incomplete: {p.incomplete[0]}"
+                                                 for p in allr.incomplete]
+    if problems:
+        raise ConnectError(clean(problems[0]) + ("" if len(problems) == 1 else f" (and {len(problems) - 1} more)"))
+    if allr.exit_code == CheckFindings.exit_code:
+        raise CheckFindings(f"findings rated MEDIUM or worse on the MX hosts of {dom} (worst: {allr.worst})")
