@@ -367,3 +367,96 @@ def test_mx_every_host_and_address_in_priority_order(tmp_path):
     finally:
         for s in servers:
             s.close()
+
+
+class ScriptedServer:
+    """Accepts connections on 127.0.0.1 and plays ``script(conn)`` on each (a hostile or odd
+    IMAP/POP3 server)."""
+
+    def __init__(self, script):
+        self.script = script
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.stop = False
+        self.t = threading.Thread(target=self._loop, daemon=True)
+        self.t.start()
+
+    def _loop(self):
+        self.sock.settimeout(0.2)
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._one, args=(c,), daemon=True).start()
+
+    def _one(self, c):
+        c.settimeout(10)
+        try:
+            self.script(c)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.stop = True
+        self.t.join(2)
+        self.sock.close()
+
+
+def _imap_no_starttls(c):
+    f = c.makefile("rb")
+    c.sendall(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] \x1b[31mevil\x1b[0m ready\r\n")
+    while True:
+        line = f.readline(1024)
+        if not line:
+            return
+        tag = line.split()[0]
+        if b"CAPABILITY" in line.upper():
+            c.sendall(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n" + tag + b" OK done\r\n")
+        elif b"LOGOUT" in line.upper():
+            c.sendall(b"* BYE\r\n" + tag + b" OK bye\r\n")
+            return
+        else:
+            c.sendall(tag + b" BAD no\r\n")
+
+
+def _imap_flood(c):
+    c.sendall(b"* OK hi\r\n")
+    c.recv(100)
+    for _ in range(100000):  # untagged lines for ever: bounded by the 200-line limit
+        c.sendall(b"* CAPABILITY X\r\n")
+
+
+def _imap_long_line(c):
+    c.sendall(b"* OK " + b"A" * 100000)  # no newline
+    time.sleep(3)
+
+
+@pytest.mark.parametrize("script, role, expect", [
+    (_imap_no_starttls, "imap", "no_starttls"),
+    (_imap_flood, "imap", "IMAP reply longer than 200 lines"),
+    (_imap_long_line, "imap", "line too long"),
+])
+def test_odd_and_hostile_imap_servers(script, role, expect):
+    srv = ScriptedServer(script)
+    try:
+        t0 = time.monotonic()
+        r = run(["check", "127.0.0.1", "--port", f"{srv.port}:{role}", "--timeout", "3", "--json"], env=base_env())
+        took = time.monotonic() - t0
+    finally:
+        srv.close()
+    doc = json.loads(r.stdout)
+    p = doc["ports"][0]
+    assert "\x1b" not in r.stdout and "\\u001b" not in r.stdout and "\x1b" not in r.stderr
+    assert took < 20
+    if expect == "no_starttls":
+        got = {f["id"]: f for f in p["findings"]}
+        assert got["imap.no_starttls"]["severity"] == "HIGH" and "ssl = required" in got["imap.no_starttls"]["fix"]
+        assert "LOGIN (no LOGINDISABLED)" in got["imap.plaintext_auth"]["detail"]
+        assert "evil" in p["banner"]
+        assert r.returncode == 5
+    else:
+        assert expect in (p["error"] or ""), p
+        assert r.returncode == 6
