@@ -204,12 +204,15 @@ class RateLimitedSMTP:
         self.sock.close()
 
 
-def test_rate_limited_port_is_incomplete_not_clean_nor_refusing(tmp_path):
+@pytest.mark.parametrize("n", [1, 4])
+def test_rate_limited_port_is_incomplete_not_clean_nor_refusing(tmp_path, n):
+    """n = 1: only the policy session is served, every probe is refused (not "refuses every
+    protocol"); n = 4: a few probes are answered, then refused."""
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     r = tool("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
              "-keyout", key, "-out", cert, "-days", "30", "-subj", "/CN=rl.example.org")
     assert r.returncode == 0, r.stderr
-    srv = RateLimitedSMTP(cert, key, n=4)
+    srv = RateLimitedSMTP(cert, key, n=n)
     try:
         t0 = time.monotonic()
         r = run(["check", "127.0.0.1", "--port", str(srv.port), "--timeout", "3", "--port-deadline", "12",
