@@ -154,6 +154,8 @@ def _audit(host, ports, imap_ports, pop3_ports, name, ca_file, tlsa, timeout, po
     from ..probe.smtp import Endpoint
     from ..probe.text import clean
 
+    if nagios and as_json:
+        raise UsageError("--nagios and --json are two output forms: give one of them")
     if mx_domain is not None:
         if host is not None:
             raise UsageError(f"--mx {mx_domain!r} finds the hosts itself: give no HOST ({host!r}) with it")
