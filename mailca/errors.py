@@ -11,7 +11,7 @@ Every exit code mailca uses is named in :class:`ExitCode` (documented in README 
 from enum import IntEnum
 
 __all__ = ["ExitCode", "MailcaError", "UsageError", "StoreError", "VerificationError", "CheckFindings",
-           "ConnectError", "HookError"]
+           "ConnectError", "HookError", "GateHeld"]
 
 
 class ExitCode(IntEnum):
@@ -52,6 +52,12 @@ class StoreError(MailcaError):
     unwritable directory, lock trouble."""
 
     exit_code = ExitCode.STORE
+
+
+class GateHeld(StoreError):
+    """A switch of the served key or chain waits for DNS (the DANE gate holds).  The
+    scheduled job ('mailca auto') treats it as a normal, quiet outcome; a command run by
+    hand exits 3 with the reason."""
 
 
 class VerificationError(MailcaError):

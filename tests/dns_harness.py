@@ -65,12 +65,13 @@ def _wait_udp(addr: str, port: int, qname: str, timeout: float = 20.0, *, any_rc
 class DnsHarness:
     def __init__(self, workdir: Path, zone: str = "example.org", *, secondary: bool = False,
                  unsigned_zone: str | None = "example.net", base: str = "127.0.53", ttl: int = 15,
-                 mx_host: str = "mail", mx_addr: str = "127.0.0.1"):
+                 mx_host: str = "mail", mx_addr: str = "127.0.0.1", neg_ttl: int | None = None):
         self.dir = Path(workdir)
         self.zone = zone.rstrip(".")
         self.unsigned_zone = unsigned_zone
         self.want_secondary = secondary
         self.ttl = ttl
+        self.neg_ttl = neg_ttl or ttl  # SOA TTL and MINIMUM: how long "no such record" may be cached
         self.mx_host = mx_host
         self.mx_addr = mx_addr
         # one loopback address per server: NS records can name them (no per-NS port in DNS)
@@ -102,7 +103,7 @@ class DnsHarness:
         lines = [
             f"$ORIGIN {zone}.",
             f"$TTL {self.ttl}",
-            f"@ SOA ns1.{zone}. hostmaster.{zone}. 1 60 10 600 {self.ttl}",
+            f"@ {self.neg_ttl} SOA ns1.{zone}. hostmaster.{zone}. 1 60 10 600 {self.neg_ttl}",
             f"@ NS ns1.{zone}.",
             f"ns1 A {self.primary_addr}",
             f"@ MX 10 {self.mx_host}.{zone}.",
@@ -146,7 +147,7 @@ class DnsHarness:
             "  - id: fast",
             "    algorithm: ecdsap256sha256",
             "    nsec3: off",
-            f"    zone-max-ttl: {self.ttl}",
+            f"    zone-max-ttl: {max(self.ttl, self.neg_ttl)}",
             "    rrsig-refresh: 1d",
             "zone:",
         ]

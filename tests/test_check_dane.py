@@ -196,3 +196,19 @@ def test_bogus_zone_is_critical(world):
     g = world["ca"].run("rekey", HOST, "--commit", "--resolver", bogus, "--ns-port", str(world["dns"].port))
     assert g.returncode == 6 and "SERVFAIL" in g.stderr and "bogus" in g.stderr and g.stderr.count("\n") == 1, g.stderr
     world["ca"].ok("rekey", HOST, "--abort")
+
+
+@pytest.mark.parametrize("tls12_ciphers", [False, True], ids=["sigalgs", "tls12-cipher-suites"])
+def test_each_algorithm_gets_its_own_chain_by_either_route(world, tls12_ciphers):
+    """The private sigalgs call and its public fallback (TLS 1.2 cipher suites) both make the
+    dual-certificate Postfix show the ECDSA chain to an ECDSA-only offer and the RSA one to RSA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from mailca.probe.danecheck import served_chain
+
+    for alg, kind, live in (("ecdsa", ec.EllipticCurvePublicKey, world["ec"]), ("rsa", rsa.RSAPublicKey, world["rsa"])):
+        chain = served_chain("127.0.0.1", world["port"], alg, HOST, 10, tls12_ciphers=tls12_ciphers)
+        leaf = x509.load_der_x509_certificate(chain[0])
+        assert isinstance(leaf.public_key(), kind), (alg, leaf.public_key())
+        assert leaf == x509.load_pem_x509_certificate((live / "cert.pem").read_bytes())

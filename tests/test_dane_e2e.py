@@ -2,14 +2,19 @@
 resolving through the validating unbound (its own mount namespace with a bind-mounted
 resolv.conf), delivering every 2 s to example.org, whose MX is a Postfix serving mailca's
 live chain; DNS is Knot (signed zone, TSIG updates) and mailca publishes every TLSA change
-itself.  Through a renewal, a key rotation driven by 'mailca dane rotate' runs as a timer
-would make them (stage -> publish -> DNS gate -> commit -> reload hook -> prune) and an intermediate renewal (renew-intermediate -> publish -> gate -> leaf switch ->
-reload -> prune), with TTL 5 s in real time: zero deferred messages, every one Verified."""
+itself.  Every phase - a renewal, a key rotation (stage -> publish -> DNS gate -> commit ->
+reload hook -> prune) and an intermediate renewal (renew the intermediate -> publish its 2 0 1
+-> gate -> leaf switch -> reload -> prune) - is driven ONLY by running, again and again, the
+ExecStart of the unit 'mailca schedule --systemd' emits; what makes each one due is an option
+of that unit (--days-before, --rekey-every, --passphrase-file) or the CA's profile (an
+intermediate inside its renewal window).  TTL 5 s, real time: zero deferred messages, every
+one Verified."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import threading
 import time
@@ -78,10 +83,18 @@ class NamespacedSender(PostfixServer):
 def test_zero_deferred_through_renewal_rekey_and_intermediate_renewal(tmp_path):
     for t in ("knotd", "unbound", "postfix", "sendmail", "unshare"):
         require(t)
-    ca = make_ca(tmp_path / "store", "example.org")
+    # leaves of 30 days under a 60-day intermediate that is inside its renewal window (90 days)
+    prof = tmp_path / "profile.toml"
+    prof.write_text("[ca]\nintermediate_days = 60\n[leaf]\ndays = 30\n[renew]\nintermediate_warn_days = 90\n")
+    ca = make_ca(tmp_path / "store", "example.org", extra=["--profile", prof])
     # The DNS gate of this test waits in real time (TTL 5 s on a real Knot + unbound), so every
-    # later command reads the real clock; the CA was made at T0, a moment before.
-    ca.env = base_env(MAILCA_NOW=None)
+    # later command reads the real clock; the CA was made at T0, a moment before.  The timer's
+    # environment has no root passphrase: only a unit given --passphrase-file can renew the
+    # intermediate.
+    ca.env = base_env(MAILCA_NOW=None, MAILCA_PASSPHRASE=None)
+    passfile = tmp_path / "root-pass"
+    passfile.write_text(base_env()["MAILCA_PASSPHRASE"] + "\n")
+    passfile.chmod(0o600)
     ca.issue(HOST)
     live = ca.live(HOST)
     with DnsHarness(tmp_path / "dns", "example.org", ttl=int(TTL), mx_addr=MX_ADDR) as dnsz:
@@ -90,14 +103,42 @@ def test_zero_deferred_through_renewal_rekey_and_intermediate_renewal(tmp_path):
         (tmp_path / "recv-transport").write_text("example.org discard:\n")
         with MXServer(tmp_path / "recv", main_cf=recv_main, master_cf=SMTP_ONLY) as recv:
             port = "25"
-            common = ["--server", dnsz.primary, "--tsig-key-file", dnsz.tsig_file, "--ttl", TTL, "--port", port]
-            gate = ["--resolver", dnsz.resolver, "--ns-port", str(dnsz.port)]
+            owner = f"_25._tcp.{HOST}."
+            reload_hook = ["--deploy-hook", f"postfix -c {recv.config_dir} reload"]
 
-            def publish(usage):
-                r = ca.ok("dane", "publish", HOST, "--usage", usage, *common, "--json")
+            def remember(usage):
+                """The admin's one-time set-up (and, later, the switch to a DANE-TA deployment)."""
+                r = ca.ok("dane", "publish", HOST, "--usage", usage, "--server", dnsz.primary, "--tsig-key-file",
+                          dnsz.tsig_file, "--ttl", TTL, "--port", port, "--resolver", dnsz.resolver, "--ns-port",
+                          str(dnsz.port), "--remember", "--json")
                 return json.loads(r.stdout)["changes"]
 
-            publish("3")
+            def timer_argv(*options):
+                """What the timer runs: the ExecStart of the unit 'mailca schedule --systemd' emits."""
+                from mailca.lifecycle.schedule import parse_unit
+
+                out = json.loads(ca.ok("schedule", "--systemd", "--json", *reload_hook, *options).stdout)
+                argv = shlex.split(parse_unit(out["files"]["mailca-renew.service"])["Service"]["ExecStart"])
+                assert argv == out["argv"] and "auto" in argv, argv
+                return argv
+
+            def drive(argv, done, what):
+                """Run the timer's command once a second until ``done()``; every run exits 0."""
+                deadline = time.monotonic() + 120
+                outs = []
+                while True:
+                    r = subprocess.run(argv, env=ca.env, capture_output=True, text=True, timeout=120)
+                    assert r.returncode == 0, (what, r.stdout, r.stderr)
+                    outs.append(r.stdout)
+                    if done():
+                        return outs
+                    assert time.monotonic() < deadline, (what, outs)
+                    time.sleep(1)
+
+            def cert():
+                return (live / "cert.pem").read_bytes()
+
+            remember("3")
             (tmp_path / "send-transport").write_text("example.org smtp:\n")
             send_main = ("myhostname = sender.example.test\nsmtp_tls_security_level = dane\n"
                          "smtp_dns_support_level = dnssec\nsmtp_tls_loglevel = 1\n"
@@ -124,46 +165,34 @@ def test_zero_deferred_through_renewal_rekey_and_intermediate_renewal(tmp_path):
                 th.start()
                 try:
                     time.sleep(6)
-                    # 1. renewal (same key): 3 1 1 stays valid
-                    ca.ok("renew", "--all", "--force", *gate, "--dane-port", port)
-                    recv.reload()
+                    # 1. renewal (same key; due by the unit's --days-before): 3 1 1 stays valid
+                    before = cert()
+                    outs = drive(timer_argv("--days-before", "3650"), lambda: cert() != before, "renewal")
+                    assert len(outs) == 1 and outs[0].startswith("mailca auto: "), outs
                     time.sleep(4)
-                    # 2. key rotation as the timer runs it: 'dane rotate' once a second, no human step
-                    #    (stage -> publish next -> DNS gate -> commit -> reload hook -> prune)
-                    rotate = ["dane", "rotate", HOST, "--every", "1s", "--usage", "3", *common, *gate,
-                              "--deploy-hook", f"postfix -c {recv.config_dir} reload"]
-                    deadline = time.monotonic() + 120
-                    outputs = []
-                    while True:
-                        r = ca.run(*rotate)
-                        assert r.returncode == 0, r.stdout + r.stderr
-                        outputs.append(r.stdout)
-                        if "now uses the staged key" in r.stdout:
-                            break
-                        assert time.monotonic() < deadline, outputs
-                        time.sleep(1)
-                    text = "".join(outputs)
-                    assert "Staged a next" in text and "publish next: added" in text
-                    assert text.count("waiting: DNS gate holds") >= 5, text  # 2 x TTL = 10 s of real waiting
-                    assert "deploy hook ok" in outputs[-1] and "prune: removed" in outputs[-1], outputs[-1]
+                    # 2. key rotation (the unit's --rekey-every; the profile's rekey.every does the same):
+                    #    stage -> publish next -> DNS gate -> commit -> reload hook -> prune, no human step
+                    old_key = json.loads(ca.ok("status", HOST, "--json").stdout)
+                    before = cert()
+                    outs = drive(timer_argv("--rekey-every", "1s"), lambda: cert() != before, "rotation")
+                    held = [o for o in outs if o.startswith("mailca auto: waiting for DNS:") and "DNS gate holds" in o]
+                    assert len(held) >= 5, outs  # 2 x TTL = 10 s of real waiting, one quiet line per run
+                    new_spki = json.loads(ca.ok("dane", HOST, "--json", "--usage", "3").stdout)["records"][0]["data"]
+                    assert new_spki not in json.dumps(old_key)
+                    assert dnsz.tlsa(owner, dnsz.primary) == {f"3 1 1 {new_spki}"}  # pruned after the reload
                     time.sleep(2)
-                    # 3. intermediate renewal in a TA deployment: old + coming 2 0 1, the gate, the leaf switch
-                    publish("2")  # 3 1 1 out, 2 0 1 in (both match the served chain)
+                    # 3. intermediate renewal in a TA deployment (the admin switches to 2 0 1 once)
+                    remember("2")  # 3 1 1 out, 2 0 1 in (both match the served chain)
                     time.sleep(2 * int(TTL) + 1)  # let every cache drop the 3 1 1-only set
-                    ca.ok("ca", "renew-intermediate")
-                    assert [c["action"] for c in publish("2")].count("add") == 1
-                    deadline = time.monotonic() + 120
-                    while True:
-                        r = ca.run("renew", "--all", "--force", *gate, "--dane-port", port, "--json")
-                        assert r.returncode == 0, r.stderr
-                        if json.loads(r.stdout).get("renewed"):
-                            break
-                        assert "held back by the DNS gate" in r.stderr, r.stderr
-                        assert time.monotonic() < deadline, r.stderr
-                        time.sleep(1)
-                    recv.reload()
-                    time.sleep(2)
-                    assert [c["action"] for c in publish("2")].count("delete") == 1  # the old 2 0 1 goes
+                    old_ta = dnsz.tlsa(owner, dnsz.primary)
+                    old_int = ca.intermediate.read_bytes()
+                    outs = drive(timer_argv("--passphrase-file", str(passfile)),
+                                 lambda: (live / "chain.pem").read_bytes() != old_int, "intermediate renewal")
+                    assert ca.intermediate.read_bytes() != old_int
+                    assert (live / "chain.pem").read_bytes() == ca.intermediate.read_bytes()
+                    assert sum("waiting for DNS" in o for o in outs) >= 5, outs  # the leaf switch waited
+                    new_ta = dnsz.tlsa(owner, dnsz.primary)
+                    assert len(new_ta) == 1 and not (new_ta & old_ta), (old_ta, new_ta)  # the old 2 0 1 went
                     time.sleep(6)
                 finally:
                     stop.set()

@@ -289,7 +289,7 @@ def test_schedule_systemd_units_verify(tmp_path, ca):
     assert "00,12" in t["Timer"]["OnCalendar"] and t["Install"]["WantedBy"] == "timers.target"
     s = parse_unit(svc.read_text())
     assert s["Service"]["Type"] == "oneshot"
-    assert '--deploy-hook "postfix reload"' in s["Service"]["ExecStart"] and "renew --quiet" in s["Service"]["ExecStart"]
+    assert '--deploy-hook "postfix reload"' in s["Service"]["ExecStart"] and "auto --quiet" in s["Service"]["ExecStart"]
     analyze = require("systemd-analyze")
     p = tool(analyze, "verify", svc, tim, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -312,7 +312,7 @@ def test_schedule_cron_line(tmp_path, ca):
     import shlex
 
     argv = shlex.split(" ".join(f[6:]))
-    assert argv[-4:] == ["renew", "--quiet", "--deploy-hook", "doveadm reload"]
+    assert argv[-4:] == ["auto", "--quiet", "--deploy-hook", "doveadm reload"]
 
 
 def test_batch_issue_partial_failure(ca, tmp_path):

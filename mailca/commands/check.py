@@ -72,7 +72,8 @@ def _port_spec(value: str) -> tuple[int, str]:
               help="Seconds the whole audit of one port may take; what has not answered by then is "
                    "reported as unknown (a tarpit cannot stretch the run).")
 @click.option("--parallel", default=8, show_default=True, type=click.IntRange(1, 32),
-              help="Connections per port at a time during the probes (lower it for servers that rate-limit).")
+              help="Connections per port at a time during the probes, plus half as many (at most 4) for the "
+                   "TLS feature probes (lower it for servers that rate-limit).")
 @click.option("--min-severity", default="OK", type=click.Choice(["OK", "LOW", "MEDIUM", "HIGH", "CRITICAL"]),
               help="Hide text findings below this severity (JSON always has all).")
 @click.option("-v", "--verbose", is_flag=True, help="Also list the OK facts (protocols not offered, ...).")
@@ -92,6 +93,12 @@ def cli(host, dane_domain, mx_domain, resolver, at_date, nagios, warn_days, base
     Known vulnerabilities are probed the same way, in parallel: Heartbleed, OpenSSL CCS
     injection, ROBOT (RSA key exchange padding oracle), SSLv2 (DROWN) and, on STARTTLS
     ports, STARTTLS command injection ("vulnerabilities" in --json; -v lists the clean ones).
+
+    Also the TLS items of internet.nl's mail test and sslyze's default scan: every
+    offered suite and key-exchange group rated by NCSC-NL, the DH group by its prime,
+    SHA-1 in the key exchange, compression, secure and client-initiated renegotiation,
+    Extended Master Secret, 0-RTT, TLS_FALLBACK_SCSV, session resumption and the
+    certificate sent without SNI (docs/check.md has the internet.nl mapping).
 
     IMAP and POP3 (Dovecot) get the same TLS audit through STARTTLS/STLS or implicit TLS
     (--imap: 143 + 993, --pop3: 110 + 995, or --port 143:imap / --port imaps), plus what

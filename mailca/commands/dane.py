@@ -107,7 +107,7 @@ def show(store_dir, host, ports, usage, ta, ta_selector, ttl, fmt, zone, relativ
         for r in recs:
             publish.relative(r.owner, zone)  # the host must be inside the zone
     staged = []
-    if any(r.role == "next" for r in recs):
+    if any(r.role == "next" or r.usage == 2 for r in recs):  # a 2 x 1 covers a staged key too (2-only deployments)
         staged = rekeymod.mark_published(store, [e for e in entries], ttl, certinfo.utcnow())
     if as_json or fmt == "json":
         emit_json({"host": name, "ttl": ttl, "records": [r.as_dict() for r in recs],
@@ -138,8 +138,15 @@ def show(store_dir, host, ports, usage, ta, ta_selector, ttl, fmt, zone, relativ
               help="TSIG key (BIND 'key' clause, e.g. from tsig-keygen; or keymgr -t output); env MAILCA_TSIG_KEY_FILE.")
 @click.option("--zone", default=None, metavar="ZONE", help="The zone to update (default: asked from the server's SOA).")
 @click.option("--dry-run", is_flag=True, help="Show what would be added and removed; send nothing.")
+@click.option("--remember", is_flag=True,
+              help="After a successful update, keep these settings in the store (dane-publish.json: server, the key "
+                   "FILE's path, zone, ttl, ports, usage, resolver) for the scheduled job 'mailca auto'.")
+@click.option("--resolver", default=None, metavar="ADDR[@PORT]", envvar="MAILCA_DNS_RESOLVER",
+              help="With --remember: the validating resolver the scheduled job's DNS gate asks.")
+@ns_port_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
-def publish_cmd(store_dir, host, ports, usage, ta, ta_selector, ttl, server, tsig_key_file, zone, dry_run, as_json):
+def publish_cmd(store_dir, host, ports, usage, ta, ta_selector, ttl, server, tsig_key_file, zone, dry_run, remember,
+                resolver, ns_port, as_json):
     """Publish HOST's TLSA records (current, staged next, trust anchor) by dynamic update.
 
     One TSIG-signed update per zone: the records mailca wants are added, TLSA records at
@@ -147,25 +154,39 @@ def publish_cmd(store_dir, host, ports, usage, ta, ta_selector, ttl, server, tsi
     'mailca rekey --commit' (with --resolver) waits until every authoritative server and
     the validating resolver have served the new record for 2 x TTL.
 
+    With --remember the settings that just worked are kept in the store, and the scheduled
+    job ('mailca schedule' runs 'mailca auto') publishes, rotates and renews this host
+    unattended; the timer's command line then carries no key and no address.
+
     \b
     Examples:
       mailca dane publish mail.example.org --server 192.0.2.53 --tsig-key-file /etc/mailca/update.key
       mailca dane publish mail.example.org --server 127.0.0.1@5353 --tsig-key-file k.key --dry-run
+      mailca dane publish mail.example.org --server 192.0.2.53 --tsig-key-file /etc/mailca/update.key \\
+          --ttl 3600 --resolver 127.0.0.1 --remember
     """
     from ..core import certinfo
-    from ..dns import client as publish
-    from ..mailconf import dane
-    from ..lifecycle import rekey as rekeymod
+    from ..errors import UsageError
+    from ..dns import client as publish, settings as dsettings
+    from ..mailconf import auto, dane
 
+    if remember and dry_run:
+        raise UsageError("--remember keeps settings that worked: it cannot be combined with --dry-run")
     srv = publish.parse_server(server, "--server")
-    key = publish.load_tsig(tsig_key_file)
+    if resolver:
+        publish.parse_server(resolver, "--resolver")
+    publish.load_tsig(tsig_key_file)
     store, entries, name, recs = _prepare(store_dir, host, ports, usage, ta, ta_selector, ttl)
     ttl = recs[0].ttl if recs else (ttl or 3600)
-    result = publish.publish(recs, server=srv, key=key, zone=zone, dry_run=dry_run)
-    if not dry_run and any(r.role == "next" for r in recs):
-        rekeymod.mark_published(store, entries, ttl, certinfo.utcnow())
+    hs = dsettings.HostSettings(host=name, server=f"{srv[0]}@{srv[1]}", tsig_key_file=str(tsig_key_file),
+                                zone=(zone.rstrip(".") + ".") if zone else None, ttl=ttl,
+                                ports=tuple(dane.parse_ports(ports)), usage=usage, ta=ta, ta_selector=ta_selector,
+                                resolver=resolver, ns_port=ns_port)
+    result = auto.publish_host(store, hs, dry_run=dry_run, now=certinfo.utcnow())
+    if remember:
+        dsettings.remember(store, hs)
     if as_json:
-        emit_json({"host": name, **result.as_dict()})
+        emit_json({"host": name, **result.as_dict(), **({"remembered": hs.as_dict()} if remember else {})})
         return
     verb = "would" if dry_run else ""
     for c in result.changes:
@@ -176,17 +197,34 @@ def publish_cmd(store_dir, host, ports, usage, ta, ta_selector, ttl, server, tsi
     n_del = sum(c.action == "delete" for c in result.changes)
     click.echo(f"{'Dry run: ' if dry_run else ''}zone {result.zone} on {result.server}: {n_add} {verb + ' ' if verb else ''}added, "
                f"{n_del} {verb + ' ' if verb else ''}removed.")
+    if remember:
+        click.echo(f"Remembered for the scheduled job: {name} via {hs.server}"
+                   + (f", DNS gate through {resolver}" if resolver else
+                      " (no --resolver: switches wait 2 x TTL from publication, DNS is not asked)")
+                   + "; set up the timer with 'mailca schedule --systemd'.")
 
 
-def _parse_every(text: str) -> int:
-    """'1y', '6m', '90d', '12h', '30s' -> seconds."""
+@cli.command("forget", short_help="Stop the scheduled job publishing HOST (drop its remembered settings).")
+@store_option
+@click.argument("host")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+def forget_cmd(store_dir, host, as_json):
+    """Remove HOST from the settings 'mailca dane publish --remember' kept: 'mailca auto'
+    stops publishing, rotating and gating it.  The records in DNS stay as they are."""
+    from ..core.names import normalize_dns_name
+    from ..dns import settings as dsettings
     from ..errors import UsageError
 
-    units = {"y": 365 * 86400, "m": 30 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "s": 1}
-    t = str(text).strip().lower()
-    if len(t) >= 2 and t[:-1].isdigit() and t[-1] in units and int(t[:-1]) > 0:
-        return int(t[:-1]) * units[t[-1]]
-    raise UsageError(f"--every {text!r}: use a number and a unit (y, m, w, d, h, s), e.g. 1y or 90d")
+    store = get_store(store_dir)
+    name = normalize_dns_name(host)
+    known = [h.host for h in dsettings.load(store)]
+    if name not in known:
+        raise UsageError(f"{host!r} is not remembered for publishing; remembered: {', '.join(known) or 'none'}")
+    dsettings.forget(store, name)
+    if as_json:
+        emit_json({"host": name, "forgotten": True})
+        return
+    click.echo(f"{name}: the scheduled job no longer publishes its TLSA records (DNS left as it is).")
 
 
 @cli.command("rotate", short_help="One step of unattended key rotation: stage -> publish -> DNS gate -> commit -> prune.")
@@ -217,10 +255,10 @@ def rotate_cmd(store_dir, host, ports, usage, ta, ta_selector, ttl, every, serve
     import datetime as dt
 
     from ..core import certinfo
-    from ..errors import HookError, StoreError, UsageError
+    from ..errors import GateHeld, HookError, UsageError
     from ..lifecycle.renew import parse_hooks, run_hooks
-    from ..dns import client as publish
-    from ..mailconf import dane
+    from ..dns import client as publish, settings as dsettings
+    from ..mailconf import auto, dane
     from ..lifecycle import rekey as rekeymod
     from . import rekey
 
@@ -230,18 +268,20 @@ def rotate_cmd(store_dir, host, ports, usage, ta, ta_selector, ttl, every, serve
         every = (load_policy(get_store(store_dir), None)[1].raw.get("rekey") or {}).get("every")
         if every is None:
             raise UsageError("no rotation interval: give --every (e.g. 1y) or set rekey.every in the CA's profile")
-    every_s = _parse_every(every)
+    every_s = auto.parse_every(every, "--every")
     parsed_hooks = parse_hooks(list(hooks))
     srv = publish.parse_server(server, "--server")
     publish.parse_server(resolver, "--resolver")
-    key = publish.load_tsig(tsig_key_file)
+    publish.load_tsig(tsig_key_file)  # a bad key file is a usage error before anything happens
     ctx = click.get_current_context()
 
     def sync(what):
         store, entries, name, recs = _prepare(store_dir, host, ports, usage, ta, ta_selector, ttl)
-        res = publish.publish(recs, server=srv, key=key, zone=zone)
-        if any(r.role == "next" for r in recs):
-            rekeymod.mark_published(store, entries, recs[0].ttl, certinfo.utcnow())
+        hs = dsettings.HostSettings(host=name, server=f"{srv[0]}@{srv[1]}", tsig_key_file=str(tsig_key_file),
+                                    zone=(zone.rstrip(".") + ".") if zone else None, ttl=recs[0].ttl if recs else 3600,
+                                    ports=tuple(dane.parse_ports(ports)), usage=usage, ta=ta, ta_selector=ta_selector,
+                                    resolver=resolver, ns_port=ns_port)
+        res = auto.publish_host(store, hs, now=certinfo.utcnow())  # as the scheduled job publishes
         for c in res.changes:
             if c.action != "keep":
                 click.echo(f"{what}: {'added' if c.action == 'add' else 'removed'} {c.owner} TLSA {c.rdata}")
@@ -268,11 +308,9 @@ def rotate_cmd(store_dir, host, ports, usage, ta, ta_selector, ttl, every, serve
     try:
         ctx.invoke(rekey.cli, store_dir=store_dir, host=host, action="commit", key_types=(), force=False,
                    resolver=resolver, ns_port=ns_port, ports=ports, as_json=False)
-    except StoreError as exc:
-        if "DNS gate holds" in exc.message:
-            click.echo(f"waiting: {exc.message}")
-            return
-        raise
+    except GateHeld as exc:
+        click.echo(f"waiting: {exc.message}")
+        return
     if not parsed_hooks:
         click.echo("committed; reload the servers now - the next run removes the old record")
         return

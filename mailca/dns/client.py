@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..errors import ConnectError, StoreError, UsageError
 
-__all__ = ["parse_server", "TsigKey", "load_tsig", "rdata_key", "query", "zone_of", "served_tlsa", "Change", "plan", "relative", "nsupdate_script", "PublishResult", "publish",
+__all__ = ["parse_server", "TsigKey", "load_tsig", "rdata_key", "query", "zone_of", "served_tlsa", "negative_ttl", "Change", "plan", "relative", "nsupdate_script", "PublishResult", "publish",
            "system_resolver", "resolve", "mx_hosts"]
 
 MAX_KEY_FILE = 64 * 1024
@@ -151,6 +151,17 @@ def served_tlsa(server: tuple[str, int], owner: str, *, rd: bool = False) -> tup
     return out, ttl, r
 
 
+def negative_ttl(resp) -> int | None:
+    """RFC 2308 §5: a NXDOMAIN/NODATA answer is cached for min(SOA TTL, SOA MINIMUM) of the
+    SOA in its authority section; None when there is none."""
+    import dns.rdatatype
+
+    for rrset in resp.authority:
+        if rrset.rdtype == dns.rdatatype.SOA:
+            return min([int(rrset.ttl)] + [int(rd.minimum) for rd in rrset])
+    return None
+
+
 @dataclass(frozen=True)
 class Change:
     owner: str
@@ -212,6 +223,7 @@ class PublishResult:
     server: str
     changes: tuple[Change, ...]
     dry_run: bool
+    absent: tuple = ()  # (owner, negative TTL) of owners that had no TLSA RRset before this update
 
     def as_dict(self) -> dict:
         return {"zone": self.zone, "server": self.server, "dry_run": self.dry_run,
@@ -237,7 +249,9 @@ def publish(records, *, server: tuple[str, int], key: TsigKey, zone: str | None 
     zone = (zone.rstrip(".") + ".") if zone else zone_of(server, owners[0])
     for o in owners:
         relative(o, zone)  # every owner must be inside the zone
-    served = {o: served_tlsa(server, o, rd=False)[0] for o in owners}
+    answers = {o: served_tlsa(server, o, rd=False) for o in owners}
+    served = {o: a[0] for o, a in answers.items()}
+    absent = tuple((o, negative_ttl(a[2])) for o, a in answers.items() if not a[0] and negative_ttl(a[2]))
     changes = plan(records, served)
     if dry_run or not any(c.action != "keep" for c in changes):
         return PublishResult(zone, f"{server[0]}@{server[1]}", tuple(changes), dry_run)
@@ -263,7 +277,8 @@ def publish(records, *, server: tuple[str, int], key: TsigKey, zone: str | None 
         raise StoreError(f"the primary {server[0]}@{server[1]} answered the update for {zone} with "
                          f"{dns.rcode.to_text(rc)}; does key {key.name} have the right to update it "
                          "(Knot: acl action update; BIND: update-policy)?")
-    return PublishResult(zone, f"{server[0]}@{server[1]}", tuple(changes), False)
+    return PublishResult(zone, f"{server[0]}@{server[1]}", tuple(changes), False, absent)
+
 
 
 # --- resolving through a (validating) resolver: shared by check --mx and check --dane ------

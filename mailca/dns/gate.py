@@ -27,7 +27,7 @@ from ..core import certinfo
 from ..errors import ConnectError, StoreError, UsageError
 from . import client as publish
 
-__all__ = ["parse_ports", "pem_cert_der", "spki_sha256_of_der", "View", "Need", "NeedState", "GateResult", "observe", "load_state", "check", "chain_accepts", "rekey_needs", "hold_chain_changes"]
+__all__ = ["parse_ports", "pem_cert_der", "spki_sha256_of_der", "View", "Need", "NeedState", "GateResult", "observe", "load_state", "check", "note_absent", "mark_printed", "printed_hold", "chain_accepts", "rekey_needs", "hold_chain_changes"]
 
 STATE_FILE = "dane-seen.json"
 MAX_NS = 16
@@ -77,9 +77,11 @@ class View:
     rdatas: frozenset
     ttl: int | None
     error: str | None  # None: a proper (authoritative / validated) answer
+    neg_ttl: int | None = None  # NXDOMAIN/NODATA: how long a resolver may cache "no record" (RFC 2308)
 
     def as_dict(self) -> dict:
-        return {"server": self.server, "role": self.role, "rdatas": sorted(self.rdatas), "ttl": self.ttl, "error": self.error}
+        return {"server": self.server, "role": self.role, "rdatas": sorted(self.rdatas), "ttl": self.ttl, "error": self.error,
+                "neg_ttl": self.neg_ttl}
 
 
 @dataclass(frozen=True)
@@ -99,13 +101,14 @@ class NeedState:
     ttl: int
     ready_at: _dt.datetime | None
     missing: tuple  # servers that do not serve an accepted record (or did not answer properly)
+    neg_ttl: int = 0  # the RRset was absent before: its negative-cache TTL counts too (0: not)
 
     @property
     def ready(self) -> bool:
         return self.ready_at is not None and self.ready_at <= certinfo.utcnow()
 
     def as_dict(self) -> dict:
-        return {"owner": self.need.owner, "what": self.need.what, "matched": self.matched,
+        return {"owner": self.need.owner, "what": self.need.what, "matched": self.matched, "neg_ttl": self.neg_ttl,
                 "first_seen": certinfo.iso(self.first_seen) if self.first_seen else None, "ttl": self.ttl,
                 "ready_at": certinfo.iso(self.ready_at) if self.ready_at else None, "missing": list(self.missing)}
 
@@ -130,8 +133,10 @@ class GateResult:
             if n.missing:
                 parts.append(f"{n.need.owner} ({n.need.what}): not served by {', '.join(n.missing)}")
             elif n.ready_at is not None and not n.ready:
+                neg = (f"; the RRset did not exist before and a resolver may cache that for {n.neg_ttl}s (SOA minimum)"
+                       if n.neg_ttl > n.ttl else "")
                 parts.append(f"{n.need.owner} ({n.need.what}): seen everywhere since {certinfo.iso(n.first_seen)}, "
-                             f"wait until {certinfo.iso(n.ready_at)} (2 x TTL {n.ttl}s)")
+                             f"wait until {certinfo.iso(n.ready_at)} (2 x TTL {n.ttl}s{neg})")
         return "; ".join(parts)
 
 
@@ -176,7 +181,7 @@ def observe(owner: str, resolver: tuple[str, int], ns_port: int = 53, *, timeout
             elif resp.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
                 views.append(View(label, "authoritative", frozenset(), None, dns.rcode.to_text(resp.rcode())))
             else:
-                views.append(View(label, "authoritative", frozenset(got), ttl, None))
+                views.append(View(label, "authoritative", frozenset(got), ttl, None, None if got else publish.negative_ttl(resp)))
     label = f"resolver {resolver[0]}@{resolver[1]}"
     got, ttl, resp = publish.served_tlsa(resolver, owner, rd=True)  # ConnectError propagates
     if resp.rcode() == dns.rcode.SERVFAIL:
@@ -185,8 +190,25 @@ def observe(owner: str, resolver: tuple[str, int], ns_port: int = 53, *, timeout
         views.append(View(label, "resolver", frozenset(got), ttl,
                           "answer not validated (no AD bit): the zone is not DNSSEC-signed or the resolver does not validate"))
     else:
-        views.append(View(label, "resolver", frozenset(got), ttl, None))
+        views.append(View(label, "resolver", frozenset(got), ttl, None, None if got else publish.negative_ttl(resp)))
     return views
+
+
+def note_absent(store, absent: dict, now=None) -> None:
+    """Record owners whose TLSA RRset did not exist (owner -> negative TTL, as seen by
+    'dane publish' before its update added one): a resolver may cache that "no record"
+    answer, so the gate also waits 2 x the negative TTL from when the RRset was first
+    seen everywhere."""
+    absent = {o: n for o, n in (absent or {}).items() if n}
+    if not absent:
+        return
+    now = now or certinfo.utcnow()
+    with store.lock():
+        st = load_state(store)
+        owners = st.setdefault("owners", {})
+        for owner, neg in absent.items():
+            owners[owner.lower()] = {"absent_at": certinfo.iso(now), "neg_ttl": int(neg), "present_since": None}
+        store.write_file(_state_path(store), (json.dumps(st, indent=1, sort_keys=True) + "\n").encode(), private=True)
 
 
 # ------------------------------------------------------------------------ state
@@ -202,7 +224,20 @@ def load_state(store) -> dict:
         st = json.loads(p.read_text())
         if not isinstance(st.get("seen"), dict):
             raise ValueError("no 'seen' map")
-    except (OSError, ValueError, AttributeError) as exc:
+        for k, v in st["seen"].items():
+            certinfo.parse_iso(v["first_seen"])
+            if type(v.get("ttl")) is not int or v["ttl"] < 0:
+                raise ValueError(f"seen[{k[:60]!r}] has a bad ttl")
+        owners = st.get("owners", {})
+        if not isinstance(owners, dict):
+            raise ValueError("'owners' is not an object")
+        for k, v in owners.items():
+            certinfo.parse_iso(v["absent_at"])
+            if v.get("present_since") is not None:
+                certinfo.parse_iso(v["present_since"])
+            if type(v.get("neg_ttl")) is not int or v["neg_ttl"] < 0:
+                raise ValueError(f"owners[{k[:60]!r}] has a bad neg_ttl")
+    except (OSError, ValueError, AttributeError, TypeError, KeyError, OverflowError) as exc:
         raise StoreError(f"{p} is corrupt ({exc}); remove it (the gate then starts its clocks again)") from None
     return st
 
@@ -223,7 +258,17 @@ def check(store, needs: list[Need], resolver: tuple[str, int], ns_port: int = 53
     with store.lock():
         st = load_state(store)
         seen = st["seen"]
+        owners = st.setdefault("owners", {})
         changed = False
+        for owner, views in views_by_owner.items():  # absent / present, for the negative-cache wait
+            o = owner.lower()
+            negs = [v.neg_ttl for v in views if v.error is None and not v.rdatas and v.neg_ttl]
+            if any(v.error is None and not v.rdatas for v in views):
+                owners[o] = {"absent_at": certinfo.iso(now), "neg_ttl": max(negs + [0]), "present_since": None}
+                changed = True
+            elif o in owners and owners[o].get("present_since") is None and all(v.error is None and v.rdatas for v in views):
+                owners[o]["present_since"] = certinfo.iso(now)
+                changed = True
         for n in needs:
             views = views_by_owner[n.owner]
             ttl = max([v.ttl or 0 for v in views if v.error is None] or [0])
@@ -242,9 +287,13 @@ def check(store, needs: list[Need], resolver: tuple[str, int], ns_port: int = 53
                     del seen[k]
                     changed = True
             best = None
+            neg = owners.get(n.owner.lower())
+            neg_ttl = int(neg["neg_ttl"]) if neg and neg.get("present_since") else 0
             for a in everywhere:
                 e = seen[f"{n.owner} {a}"]
                 at = certinfo.parse_iso(e["first_seen"]) + _dt.timedelta(seconds=2 * int(e["ttl"]))
+                if neg and neg.get("present_since"):  # absent before: a cached NXDOMAIN/NODATA must expire too
+                    at = max(at, certinfo.parse_iso(neg["present_since"]) + _dt.timedelta(seconds=2 * int(neg["neg_ttl"])))
                 if best is None or at < best[2]:
                     best = (a, certinfo.parse_iso(e["first_seen"]), at, int(e["ttl"]))
             missing = tuple(v.server + (f" ({v.error})" if v.error else "") for v in views
@@ -252,7 +301,7 @@ def check(store, needs: list[Need], resolver: tuple[str, int], ns_port: int = 53
             if best is None:
                 states.append(NeedState(n, None, None, ttl, None, missing))
             else:
-                states.append(NeedState(n, best[0], best[1], best[3], best[2], missing))
+                states.append(NeedState(n, best[0], best[1], best[3], best[2], missing, neg_ttl))
         if changed:
             store.write_file(_state_path(store), (json.dumps(st, indent=1, sort_keys=True) + "\n").encode(), private=True)
     ready = all(s.ready_at is not None and s.ready_at <= now for s in states)
@@ -284,14 +333,7 @@ def _ta_accepts(store) -> frozenset:
                       publish.rdata_key(2, 1, 1, spki_sha256_of_der(der))})
 
 
-def hold_chain_changes(store, due: list[dict], ports: list[int], resolver: tuple[str, int], ns_port: int = 53, *,
-                       new_key: bool = False, now=None) -> dict[str, str]:
-    """Renewals among ``due`` that would change what the server presents in a way the TLSA
-    RRset may not cover yet - the chain after 'ca renew-intermediate', or the key with
-    --new-key - and are not covered by DNS for 2 x TTL: {lineage name: why}.
-
-    A renewal that keeps the key stays covered by the current 3 1 1; otherwise the new
-    intermediate's 2 0 1 / 2 1 1 must be served."""
+def _chain_needs(store, due: list[dict], ports: list[int], host: str | None, new_key: bool) -> dict[str, list[Need]]:
     coming = pem_cert_der(store.ca_file("intermediate.crt"))
     needs_by_name: dict[str, list[Need]] = {}
     for e in due:
@@ -304,7 +346,74 @@ def hold_chain_changes(store, due: list[dict], ports: list[int], resolver: tuple
             accept.add(publish.rdata_key(3, 1, 1, e["spki_sha256"]))
         what = f"{e['key_type']}: " + ("new key" if new_key else "chain with the renewed intermediate")
         for p in ports:
-            needs_by_name.setdefault(e["name"], []).append(Need(f"_{p}._tcp.{e['name']}.", frozenset(accept), what))
+            needs_by_name.setdefault(e["name"], []).append(Need(f"_{p}._tcp.{host or e['name']}.", frozenset(accept), what))
+    return needs_by_name
+
+
+def mark_printed(store, owner_rdatas: list[tuple[str, str]], ttl: int, now=None) -> None:
+    """Remember when mailca first published each (owner, rdata) - the printed-time rule's
+    clock when no resolver is configured (first time only; the largest TTL is kept)."""
+    if not owner_rdatas:
+        return
+    now = now or certinfo.utcnow()
+    with store.lock():
+        st = load_state(store)
+        printed = st.setdefault("printed", {})
+        changed = False
+        for owner, rdata in owner_rdatas:
+            k = f"{owner.lower()} {rdata.lower()}"
+            e = printed.get(k)
+            if e is None:
+                printed[k] = {"first_seen": certinfo.iso(now), "ttl": int(ttl)}
+                changed = True
+            elif int(e.get("ttl") or 0) < ttl:
+                e["ttl"] = int(ttl)
+                changed = True
+        if changed:
+            store.write_file(_state_path(store), (json.dumps(st, indent=1, sort_keys=True) + "\n").encode(), private=True)
+
+
+def printed_hold(store, due: list[dict], ports: list[int], *, usage: str, host: str | None = None,
+                 now=None) -> dict[str, str]:
+    """The no-DNS fallback of :func:`hold_chain_changes`: a chain change waits until 2 x TTL
+    after mailca first published the coming trust anchor's record (:func:`mark_printed`).
+    With usage 3 published the current key's 3 1 1 covers any chain, so nothing waits.
+    The reason says that DNS was not asked."""
+    if usage in ("3", "both"):
+        return {}
+    now = now or certinfo.utcnow()
+    needs = _chain_needs(store, due, ports, host, False)
+    if not needs:
+        return {}
+    printed = load_state(store).get("printed", {})
+    held = {}
+    for name, ns in needs.items():
+        for n in ns:
+            times = []
+            for a in n.accept:
+                e = printed.get(f"{n.owner.lower()} {a}")
+                if e:
+                    times.append(certinfo.parse_iso(e["first_seen"]) + _dt.timedelta(seconds=2 * int(e["ttl"])))
+            if any(t <= now for t in times):
+                continue
+            held[name] = ("DNS not asked (no resolver remembered; printed-time rule): "
+                          + (f"{n.owner} ({n.what}): published by mailca, wait until {certinfo.iso(min(times))} "
+                             "(2 x TTL)" if times else
+                             f"{n.owner} ({n.what}): no matching record was published by mailca yet"))
+            break
+    return held
+
+
+def hold_chain_changes(store, due: list[dict], ports: list[int], resolver: tuple[str, int], ns_port: int = 53, *,
+                       new_key: bool = False, now=None, host: str | None = None) -> dict[str, str]:
+    """Renewals among ``due`` that would change what the server presents in a way the TLSA
+    RRset may not cover yet - the chain after 'ca renew-intermediate', or the key with
+    --new-key - and are not covered by DNS for 2 x TTL: {lineage name: why}.
+
+    A renewal that keeps the key stays covered by the current 3 1 1; otherwise the new
+    intermediate's 2 0 1 / 2 1 1 must be served.  ``host``: the TLSA owner's host when it is
+    not the lineage name (an MX that is a SAN of the lineage)."""
+    needs_by_name = _chain_needs(store, due, ports, host, new_key)
     if not needs_by_name:
         return {}
     now = now or certinfo.utcnow()

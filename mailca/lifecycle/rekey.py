@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..core import certinfo
-from ..errors import StoreError, UsageError
+from ..errors import GateHeld, StoreError, UsageError
 
 __all__ = ["NEXT_KEY", "NEXT_META", "RekeyResult", "rekey", "stage", "abort", "commit", "lineage_dir",
            "read_staged", "write_staged_meta", "mark_published", "drop_staged", "finish_interrupted",
@@ -245,7 +245,7 @@ def commit(store, entries: list[dict], *, force: bool, now: _dt.datetime, host: 
                              publish.parse_server(resolver, "--resolver"), ns_port, now=now)
         if not gate.ready:
             if not force:
-                raise StoreError(f"DNS gate holds for {name}: {gate.explain()}; publish with 'mailca dane publish {name}' "
+                raise GateHeld(f"DNS gate holds for {name}: {gate.explain()}; publish with 'mailca dane publish {name}' "
                                  "and commit again later (or --force)")
             warnings.append(f"DNS gate holds ({gate.explain()}); committing anyway (--force)")
         staged_check = []
@@ -265,7 +265,7 @@ def commit(store, entries: list[dict], *, force: bool, now: _dt.datetime, host: 
         else:
             continue
         if not force:
-            raise StoreError(msg + " (or --force)")
+            raise GateHeld(msg + " (or --force)")
         warnings.append(msg.split(";")[0] + "; committing anyway (--force): DANE senders with a cached old record set "
                         "will fail until it expires")
     ca = camod.load_ca(store)

@@ -75,7 +75,7 @@ def render(host: str, *, version: str, profile: TLSProfile, certs: list[CertFile
                       f"{c.key_type} certificate followed by the intermediate" + (" (second, alternative certificate)" if i else "")))
         lines.append((f"{names[1]} = {ref}{c.live_dir / 'key.pem'}", "its private key, read as root before privileges drop"))
     lines.append((f"ssl_min_protocol = {profile.min_protocol_mandatory}", "no SSL and no TLS below " + profile.min_protocol_mandatory))
-    lines.append((f"ssl_cipher_list = {openssl_cipher_list(profile.ciphers_mandatory, profile.exclude_ciphers_mandatory)}",
+    lines.append((f"ssl_cipher_list = {openssl_cipher_list(profile.ciphers_mandatory, profile.exclude_ciphers_mandatory, profile.security_level)}",
                   "TLS <= 1.2 suites: strong only (TLS 1.3 suites are all strong and not governed by this)"))
     if profile.prefer_server_ciphers:
         lines.append(("ssl_server_prefer_ciphers = server" if v24 else "ssl_prefer_server_ciphers = yes",

@@ -46,6 +46,8 @@ PARAM_SINCE: dict[str, tuple[int, int]] = {
     "smtpd_tls_exclude_ciphers": (2, 3),
     "smtpd_tls_mandatory_exclude_ciphers": (2, 3),
     "tls_preempt_cipherlist": (2, 8),
+    "tls_high_cipherlist": (2, 3),
+    "tls_medium_cipherlist": (2, 3),
     "smtpd_tls_auth_only": (2, 2),
     "smtpd_tls_wrappermode": (2, 2),
     "smtpd_tls_session_cache_database": (2, 2),
@@ -260,6 +262,12 @@ def render(host: str, *, version: tuple[int, int], profile: TLSProfile, certs: l
                          "no anonymous, NULL, EXPORT, DES, 3DES, RC4 or MD5 suites where TLS is required"))
     if profile.prefer_server_ciphers:
         m.append(Setting("tls_preempt_cipherlist", "yes", "the server's cipher order wins, not the client's"))
+    if profile.security_level:
+        for grade in dict.fromkeys((profile.ciphers_opportunistic, profile.ciphers_mandatory)):
+            base = "HIGH" if grade == "high" else "HIGH:MEDIUM:+RC4"
+            m.append(Setting(f"tls_{grade}_cipherlist", f"aNULL:-aNULL:{base}:@STRENGTH:@SECLEVEL={profile.security_level}",
+                             f"Postfix's default '{grade}' list at OpenSSL security level {profile.security_level}: "
+                             "no SHA-1 signatures in the key exchange, no RSA/DH keys below 2048 bits"))
     m.append(Setting("smtpd_tls_auth_only", "yes", "never offer AUTH before STARTTLS: no passwords in the clear"))
     m.append(Setting("smtpd_tls_loglevel", str(profile.loglevel), "log a summary of each TLS handshake"))
     m.append(Setting("smtpd_tls_received_header", "yes", "record protocol and cipher in the Received: header"))

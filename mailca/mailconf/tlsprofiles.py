@@ -20,7 +20,7 @@ PROTOCOLS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 GRADES = ("high", "medium")
 # OpenSSL cipher-string classes a profile may exclude
 EXCLUDABLE = ("aNULL", "eNULL", "EXPORT", "LOW", "DES", "3DES", "RC4", "MD5", "SHA1", "kRSA", "PSK", "SRP",
-              "CAMELLIA", "SEED", "IDEA", "aDSS", "kDHE")
+              "CAMELLIA", "SEED", "IDEA", "aDSS", "kDHE", "AESCCM8")
 PACKAGED = {"strict": "tls-strict", "intermediate": "tls-intermediate"}
 
 
@@ -49,6 +49,10 @@ def _str(v):
     return isinstance(v, str), "a string"
 
 
+def _seclevel(v):
+    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 5, "an integer from 1 to 5"
+
+
 TLS_SCHEMA: dict[str, dict] = {
     "profile": {"description": _str},
     "tls": {
@@ -62,8 +66,13 @@ TLS_SCHEMA: dict[str, dict] = {
         "outbound_dane": _bool,
         "session_cache": _bool,
         "loglevel": _loglevel,
+        # OpenSSL security level appended to the cipher lists (@SECLEVEL=N); absent: OpenSSL's
+        # default.  2 refuses SHA-1 signatures in the TLS 1.2 key exchange (internet.nl's
+        # "hash function for key exchange"), RSA/DH below 2048 bits.
+        "security_level": _seclevel,
     },
 }
+OPTIONAL_TLS_KEYS = ("security_level",)
 
 
 class TLSProfile(NamedTuple):
@@ -79,6 +88,7 @@ class TLSProfile(NamedTuple):
     outbound_dane: bool
     session_cache: bool
     loglevel: int
+    security_level: int | None = None
 
 
 def _read_packaged(stem: str) -> dict:
@@ -110,7 +120,7 @@ def load_tls_profile(name_or_path: str) -> TLSProfile:
             f"unknown TLS profile {name_or_path!r}; use strict, intermediate or a path to a .toml file with a [tls] table"
         )
     t = data.get("tls", {})
-    missing = [k for k in TLS_SCHEMA["tls"] if k not in t]
+    missing = [k for k in TLS_SCHEMA["tls"] if k not in t and k not in OPTIONAL_TLS_KEYS]
     if missing:  # only possible for a broken packaged file
         raise UsageError(f"TLS profile {source}: missing key(s) {', '.join('tls.' + m for m in missing)}")
     return TLSProfile(
@@ -126,6 +136,7 @@ def load_tls_profile(name_or_path: str) -> TLSProfile:
         outbound_dane=t["outbound_dane"],
         session_cache=t["session_cache"],
         loglevel=t["loglevel"],
+        security_level=t.get("security_level"),
     )
 
 
@@ -134,7 +145,7 @@ def excluded_protocols(minimum: str) -> list[str]:
     return ["SSLv2", "SSLv3"] + list(PROTOCOLS[: PROTOCOLS.index(minimum)])
 
 
-def openssl_cipher_list(grade: str, exclude: tuple[str, ...]) -> str:
+def openssl_cipher_list(grade: str, exclude: tuple[str, ...], security_level: int | None = None) -> str:
     """An OpenSSL cipher string for servers that take one (Dovecot)."""
     base = "HIGH" if grade == "high" else "HIGH:MEDIUM"
-    return ":".join([base] + [f"!{x}" for x in exclude])
+    return ":".join([base] + [f"!{x}" for x in exclude] + ([f"@SECLEVEL={security_level}"] if security_level else []))

@@ -12,7 +12,9 @@ Order of work for a port (each phase waits for the previous one):
    also cipher order, forward secrecy and the (EC)DH parameters of DHE and ADH suites.
 
 Beside phases 2 and 3, on the same pool and port deadline: the vulnerability probes of
-``vulns.py`` (Heartbleed, CCS injection, ROBOT, SSLv2, STARTTLS injection).
+``vulns.py`` (Heartbleed, CCS injection, ROBOT, SSLv2, STARTTLS injection); on a pool of
+their own, the TLS feature probes of ``tlsfeatures.py`` (NCSC ratings, renegotiation, EMS,
+0-RTT, ...), collected after the certificate analysis.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from dataclasses import dataclass
 
 from ..errors import ConnectError
 from . import hello as H
-from . import imap, monitor, vulns
+from . import imap, monitor, tlsfeatures
+from . import vulns
 from .report import Finding, PortReport, Report, finding
 from .smtp import Endpoint, PortDeadline, SMTPClient, TLSFailure, open_for_tls
 
@@ -358,6 +361,7 @@ def audit_port(ep: Endpoint, opts: Options) -> PortReport:
         if facts.get("starttls") is False:
             return PortReport(ep.port, ep.role, tls, None, facts, tuple(fs), time.monotonic() - t0)
         pr = None
+        feat = tlsfeatures.start(ep, opts.name, opts.workers)  # issue #13 A: beside the probes below
         try:
             with ThreadPoolExecutor(max_workers=opts.workers) as pool:
                 pr = Prober(ep, opts, pool)
@@ -400,6 +404,13 @@ def audit_port(ep: Endpoint, opts: Options) -> PortReport:
             fs.extend(cfs)
             cfacts["days_left"] = monitor.days_left(chain, opts.now or utcnow())
             fs.extend(monitor.expiry_warnings(chain, opts.warn_days, opts.now or utcnow(), port=ep.port, already=cfs))
+        facts["tls_features"], ffs = feat.finish(port=ep.port, name=opts.name, chain=chain,
+                                                 chain_facts=facts.get("certificate", {}).get("chain", []),
+                                                 timeout=max(ep.deadline - time.monotonic(), 0) if ep.deadline else 60)
+        fs.extend(ffs)
+        if facts["tls_features"].get("unanswered"):
+            miss = facts["tls_features"]["unanswered"]
+            incomplete.append(f"{len(miss)} TLS feature probe(s) got no answer, those items are unknown (first: {miss[0]})")
         if error is None and "tls" in facts and "error" not in facts["tls"]:
             t = facts["tls"]
             fs.append(finding("tls.handshake", f"{t['version']} {t['cipher']}"

@@ -25,13 +25,16 @@ from dataclasses import dataclass, field
 
 from ..errors import ConnectError
 
-__all__ = ["Item", "Lookup", "Served", "Report", "lookup", "match_chain", "check_domain"]
+__all__ = ["Item", "Lookup", "Served", "Report", "lookup", "match_chain", "served_chain", "check_domain"]
 
 SEVERITIES = ("OK", "INFO", "WARNING", "CRITICAL")
 ALGS = {
     "ecdsa": b"ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512",
     "rsa": b"rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pss_rsae_sha512:RSA+SHA256:RSA+SHA384:RSA+SHA512",
 }
+# the TLS 1.2-only fallback when OpenSSL's sigalgs call is out of reach (see _restrict_sigalgs)
+TLS12_CIPHERS = {"ecdsa": b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305",
+                 "rsa": b"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305"}
 
 
 def _clean(text) -> str:
@@ -134,9 +137,15 @@ def lookup(resolver, name: str, rtype: str, timeout: float) -> Lookup:
 
 
 def _handshake(addr: str, port: int, alg: str, sni: str, timeout: float) -> list[bytes]:
-    """STARTTLS to addr:port offering only ``alg``'s signature algorithms; the chain served."""
+    return served_chain(addr, port, alg, sni, timeout)
+
+
+def served_chain(addr: str, port: int, alg: str, sni: str, timeout: float, *, tls12_ciphers: bool = False) -> list[bytes]:
+    """STARTTLS to addr:port offering only ``alg``'s signature algorithms; the chain served
+    (DER, leaf first).  ``tls12_ciphers``: take the public-API route of
+    :func:`_restrict_sigalgs` (TLS 1.2, key type chosen by cipher suite) even when the
+    sigalgs call is available - the route a future pyOpenSSL without it would take."""
     from OpenSSL import SSL
-    from OpenSSL._util import lib as _lib
 
     from .smtp import Endpoint, TLSChannel, open_for_tls
 
@@ -147,8 +156,7 @@ def _handshake(addr: str, port: int, alg: str, sni: str, timeout: float) -> list
         ch.ep, ch.sock = ep, sock
         ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
         ctx.set_verify(SSL.VERIFY_NONE, lambda *a: True)
-        if _lib.SSL_CTX_set1_sigalgs_list(ctx._context, ALGS[alg]) != 1:
-            raise ConnectError(f"OpenSSL refused the signature algorithms for {alg}")
+        _restrict_sigalgs(ctx, alg, tls12_ciphers=tls12_ciphers)
         ch.conn = SSL.Connection(ctx, sock)
         ch.conn.set_tlsext_host_name(sni.encode("idna"))
         ch.conn.set_connect_state()
@@ -157,6 +165,33 @@ def _handshake(addr: str, port: int, alg: str, sni: str, timeout: float) -> list
         return ch.chain_der()
     finally:
         sock.close()
+
+
+def _restrict_sigalgs(ctx, alg: str, *, tls12_ciphers: bool = False) -> None:
+    """Offer only ``alg``'s signature algorithms, so a dual-certificate server shows that chain.
+
+    There is no public API for this: pyOpenSSL (26.x) wraps neither SSL_CTX_set1_sigalgs_list
+    nor SSL_CTX_set1_client_sigalgs, Python's ssl module has no sigalgs setter, and
+    cryptography exposes no TLS at all.  The cipher-suite route (ECDHE-ECDSA-* vs ECDHE-RSA-*)
+    is public but works only up to TLS 1.2 - in TLS 1.3 the suite does not name the key type,
+    the signature_algorithms extension alone does - so it would miss a TLS 1.3-only server
+    and check a different handshake than the one DANE senders make.  So the binding that
+    pyOpenSSL itself loads (``OpenSSL._util.lib``, cffi over libssl) is used; if a future
+    pyOpenSSL drops it, the public TLS 1.2 route takes over rather than failing."""
+    from OpenSSL import SSL
+
+    try:
+        from OpenSSL._util import lib as _lib  # noqa: PLC2701 - no public equivalent, see above
+
+        setter = None if tls12_ciphers else _lib.SSL_CTX_set1_sigalgs_list
+    except (ImportError, AttributeError):
+        setter = None
+    if setter is not None:
+        if setter(ctx._context, ALGS[alg]) != 1:
+            raise ConnectError(f"OpenSSL refused the signature algorithms for {alg}")
+        return
+    ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_cipher_list(TLS12_CIPHERS[alg])
 
 
 def _matches(rd, cert) -> bool:

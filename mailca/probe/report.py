@@ -150,6 +150,55 @@ CATALOG: dict[str, Check] = {c.id: c for c in (
 )}
 
 
+# TLS features of issue #13 part A (probe/tlsfeatures.py); ids and fixes in docs/check.md.
+_FIX_SUITES = ("Postfix: tls_high_cipherlist = ECDHE+AESGCM:ECDHE+CHACHA20 with smtpd_tls_ciphers = high and "
+               "smtpd_tls_mandatory_ciphers = high (port 25 talks to any MTA: RFC 7435 keeps weaker suites better "
+               "than plaintext, so there a finding is a choice); Dovecot: ssl_cipher_list = the same list, "
+               "ssl_min_protocol = TLSv1.2")
+_FIX_GROUPS = ("Postfix: tls_eecdh_auto_curves = X25519 X448 prime256v1 secp521r1 secp384r1 (Postfix >= 3.8: "
+               "tls_ffdhe_auto_groups = ffdhe3072 ffdhe4096, or empty); Dovecot: ssl_curve_list = "
+               "X25519:X448:P-256:P-384:P-521")
+_FIX_DH = ("Postfix: smtpd_tls_dh1024_param_file = a file from 'openssl genpkey -genparam -algorithm DH -pkeyopt "
+           "group:ffdhe3072' (\"auto\" lets OpenSSL 3 pick, and it picks the RFC 3526 MODP group, not an RFC 7919 "
+           "one), or drop DHE: smtpd_tls_exclude_ciphers = kDHE (ECDHE remains); Dovecot: ssl_dh = that file")
+
+_TLS_FEATURE_CHECKS = (
+    Check("ncsc.suite_insufficient", "MEDIUM", "cipher suites rated insufficient by NCSC-NL (internet.nl)", _FIX_SUITES),
+    Check("ncsc.suite_phase_out", "LOW", "cipher suites rated phase-out by NCSC-NL (internet.nl)", _FIX_SUITES),
+    Check("kex.rsa", "MEDIUM", "static RSA key exchange accepted (no forward secrecy; NCSC-NL: insufficient)",
+     "Postfix: smtpd_tls_exclude_ciphers = kRSA (keep ECDHE); Dovecot: ssl_cipher_list without kRSA"),
+    Check("kex.group_insufficient", "MEDIUM", "key-exchange groups rated insufficient by NCSC-NL", _FIX_GROUPS),
+    Check("kex.group_phase_out", "LOW", "key-exchange groups rated phase-out by NCSC-NL", _FIX_GROUPS),
+    Check("kex.dh_custom", "MEDIUM", "DHE with a group that is not an RFC 7919 ffdhe group (NCSC-NL: insufficient)",
+     _FIX_DH),
+    Check("kex.dh_ffdhe2048", "LOW", "DHE with ffdhe2048 (NCSC-NL 2025 / internet.nl: insufficient; use ffdhe3072+)",
+     _FIX_DH),
+    Check("kex.sha1", "LOW", "key exchange signed with SHA-1 when the client offers only SHA-1 (internet.nl: bad)",
+     "Postfix: tls_high_cipherlist = aNULL:-aNULL:HIGH:@STRENGTH:@SECLEVEL=2 ('mailca postfix --profile strict' "
+     "sets it); Dovecot: ssl_cipher_list = ...:@SECLEVEL=2"),
+    Check("tls.compression", "HIGH", "TLS compression accepted (CRIME)",
+     "Postfix: tls_ssl_options = NO_COMPRESSION; Dovecot: ssl_options = no_compression (OpenSSL >= 1.1.0 "
+     "builds without zlib have none)"),
+    Check("tls.no_secure_renegotiation", "HIGH", "secure renegotiation (RFC 5746) not supported",
+     "a TLS library from this decade (OpenSSL >= 0.9.8m); do not add LEGACY_SERVER_CONNECT / "
+     "legacy renegotiation options (Postfix tls_ssl_options, Dovecot ssl_options)"),
+    Check("tls.client_renegotiation", "MEDIUM", "client-initiated renegotiation accepted (CPU DoS)",
+     "Postfix: tls_ssl_options = NO_RENEGOTIATION (and no 0x100 = ALLOW_CLIENT_RENEGOTIATION); OpenSSL >= 3.0 "
+     "refuses it by default, so does Dovecot on it"),
+    Check("tls.no_ems", "MEDIUM", "Extended Master Secret (RFC 7627) not supported",
+     "Postfix: remove 0x1 (NO_EXTENDED_MASTER_SECRET) from tls_ssl_options; OpenSSL >= 1.1.0 has it on by default"),
+    Check("tls.early_data", "MEDIUM", "TLS 1.3 0-RTT early data accepted (replayable SMTP commands)",
+     "Postfix and Dovecot never accept early data: remove it from the TLS front in between (haproxy "
+     "allow-0rtt, openssl s_server -early_data, max_early_data in the proxy)"),
+    Check("tls.no_fallback_scsv", "MEDIUM", "TLS_FALLBACK_SCSV not honoured (downgrade protection)",
+     "a TLS library from this decade (OpenSSL >= 1.0.1j); smtpd_tls_protocols = >=TLSv1.2 removes the "
+     "versions to downgrade to"),
+    Check("cert.no_sni_mismatch", "LOW", "certificate served without SNI does not match the host name",
+     "Postfix: smtpd_tls_chain_files is the no-SNI certificate (tls_server_sni_maps only adds SNI ones): "
+     "make it the certificate for the MX name; Dovecot: ssl_cert outside local_name blocks"),
+)
+CATALOG.update({c.id: c for c in _TLS_FEATURE_CHECKS})
+
 @dataclass(frozen=True)
 class Finding:
     """One thing ``check`` found on one port.  ``fix`` names the Postfix setting that fixes it."""

@@ -14,7 +14,7 @@ import re
 from ..errors import StoreError
 
 __all__ = ["check_index", "index_problem", "check_ca_meta", "check_intent", "check_meta", "entry_problem",
-           "ARCHIVE_PATH", "LINEAGE_PATH"]
+           "ARCHIVE_PATH", "LINEAGE_PATH", "dane_settings_problem", "check_dane_settings"]
 
 #: an index entry's path: certs/<name>/<key type>/archive/NNNN - relative, inside the store
 ARCHIVE_PATH = re.compile(r"certs/(?!\.\.?/)[^/\x00]+/(?!\.\.?/)[^/\x00]+/archive/[0-9]{4,9}\Z")
@@ -141,3 +141,41 @@ def check_meta(meta, path) -> dict:
         if f in meta and not isinstance(meta[f], str):
             raise StoreError(f"{path} is corrupt ('{f}' is not a string); restore it from a backup")
     return meta
+
+
+_ADDR_PORT = re.compile(r"[0-9A-Fa-f:.]{2,45}(@[0-9]{1,5})?\Z")
+_DANE_FIELDS = {
+    "server": lambda v: isinstance(v, str) and bool(_ADDR_PORT.match(v)),
+    "tsig_key_file": lambda v: isinstance(v, str) and v.startswith("/") and "\x00" not in v and len(v) < 4096,
+    "zone": lambda v: v is None or (isinstance(v, str) and 0 < len(v) < 256),
+    "ttl": lambda v: type(v) is int and 1 <= v <= 604800,
+    "ports": lambda v: isinstance(v, list) and 0 < len(v) <= 16 and all(type(p) is int and 1 <= p <= 65535 for p in v),
+    "usage": lambda v: v in ("3", "2", "both"),
+    "ta": lambda v: v in ("intermediate", "root"),
+    "ta_selector": lambda v: v in ("0", "1", "both"),
+    "resolver": lambda v: v is None or (isinstance(v, str) and bool(_ADDR_PORT.match(v))),
+    "ns_port": lambda v: type(v) is int and 1 <= v <= 65535,
+}
+
+
+def dane_settings_problem(data) -> str | None:
+    """What is wrong with dane-publish.json ({"version": 1, "hosts": {HOST: settings}}), or None."""
+    if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("hosts"), dict):
+        return "want an object with version 1 and a 'hosts' object"
+    for host, s in data["hosts"].items():
+        if not isinstance(host, str) or not re.fullmatch(r"[a-z0-9.*_-]{1,253}", host):
+            return f"host {str(host)[:60]!r} is not a DNS name"
+        if not isinstance(s, dict):
+            return f"hosts.{host} is not an object"
+        for f, ok in _DANE_FIELDS.items():
+            if f not in s or not ok(s[f]):
+                return f"hosts.{host}.{f} is missing or bad ({str(s.get(f))[:60]!r})"
+    return None
+
+
+def check_dane_settings(data, path) -> dict:
+    p = dane_settings_problem(data)
+    if p:
+        raise StoreError(f"{path} is corrupt ({p}); run 'mailca dane publish HOST ... --remember' again "
+                         "(or remove the file to stop unattended publishing)")
+    return data

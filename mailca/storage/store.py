@@ -294,6 +294,29 @@ class Store:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+    @contextlib.contextmanager
+    def job_lock(self, name: str):
+        """A non-blocking lock for a long job (``.NAME.lock``, e.g. the scheduled job): yields
+        True when this process holds it, False when another one does.  Independent of
+        :meth:`lock`, which the job's steps take for each mutation."""
+        p = self.path / f".{name}.lock"
+        try:
+            fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open lock file {p}: {exc.strerror} (a symlink? remove it)") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
     def _recover_interrupted(self) -> list[str]:
         """Roll forward an operation that a crash interrupted (cheap when there was none)."""
         intent = self.path / INTENT
