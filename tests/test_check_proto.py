@@ -23,14 +23,12 @@ HOST = "mail.example.org"
 # LOGINDISABLED then): it listens on 127.0.0.3, we connect from 127.0.0.1.
 ADDR = "127.0.0.3"
 
+# After conf.d/mailca.conf (the hardened settings 'mailca dovecot' prints): the listeners, and
+# for the weak server the two settings that let a password travel in clear.
 DROPIN = """\
 protocols = imap pop3 lmtp
 listen = 127.0.0.1, {addr}
-ssl = {ssl}
-disable_plaintext_auth = {dpa}
-ssl_prefer_server_ciphers = yes
-ssl_min_protocol = TLSv1.2
-service pop3-login {{
+{weak}service pop3-login {{
   inet_listener pop3 {{
     port = {pop3}
   }}
@@ -55,6 +53,9 @@ def dove(tmp_path_factory):
     ports = dict(srv.ports, pop3=free_port(), pop3s=free_port())
     srv.ca, srv.all_ports = ca, ports
     (srv.config_dir / "conf.d").mkdir(parents=True, exist_ok=True)
+    hardened = ca.ok("dovecot", HOST, "--no-sasl-listener", "--dovecot-version", "2.3").stdout
+    assert "ssl = required" in hardened and "disable_plaintext_auth = yes" in hardened, hardened
+    (srv.config_dir / "conf.d" / "mailca.conf").write_text(hardened)
     set_mode(srv, weak=False, reload=False)
     with srv:
         set_mode(srv, weak=False)
@@ -62,7 +63,7 @@ def dove(tmp_path_factory):
 
 
 def set_mode(srv, *, weak: bool, reload: bool = True) -> None:
-    text = DROPIN.format(addr=ADDR, ssl="yes" if weak else "required", dpa="no" if weak else "yes",
+    text = DROPIN.format(addr=ADDR, weak="ssl = yes\ndisable_plaintext_auth = no\n" if weak else "",
                          pop3=srv.all_ports["pop3"], pop3s=srv.all_ports["pop3s"])
     f = srv.config_dir / "conf.d" / "proto.conf"
     if f.exists() and f.read_text() == text:
