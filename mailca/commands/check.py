@@ -127,11 +127,6 @@ def cli(host, dane_domain, mx_domain, resolver, at_date, nagios, warn_days, base
       mailca check mail.example.org --port 25 --port 993 --nagios --warn-days 21
       mailca check mail.example.org --baseline /var/lib/mailca-check/mail.json   # from cron
     """
-    from ..errors import CheckFindings, ConnectError, UsageError
-    from ..core.names import is_ip_literal, normalize_dns_name
-    from ..probe import certcheck, report
-    from ..probe.audit import Options, audit
-    from ..probe.smtp import Endpoint
     from ..probe.text import clean
 
     if dane_domain is not None:
@@ -172,7 +167,7 @@ def _audit(host, ports, imap_ports, pop3_ports, name, ca_file, tlsa, timeout, po
             raise UsageError("--baseline is not supported with --mx yet: run one --baseline check per MX host")
     elif host is None:
         raise UsageError("give the HOST to audit (or --mx DOMAIN, or --dane DOMAIN)")
-    if name is None and not is_ip_literal(host):
+    if name is None and host is not None and not is_ip_literal(host):
         name = host
     if name is not None and not is_ip_literal(name):
         name = normalize_dns_name(name, what="--name")
