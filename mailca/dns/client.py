@@ -293,7 +293,8 @@ def system_resolver() -> str:
                     return parts[1]
     except OSError:
         pass
-    raise UsageError("no nameserver in /etc/resolv.conf: give --resolver ADDR[@PORT]")
+    raise UsageError("no --resolver given and /etc/resolv.conf names no nameserver; give a validating resolver, "
+                     "e.g. --resolver 127.0.0.1@53")
 
 
 def resolve(server: tuple[str, int], name: str, rtype: str, *, timeout: float = TIMEOUT) -> tuple[str, list]:
