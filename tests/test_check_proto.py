@@ -151,6 +151,7 @@ class RateLimitedSMTP:
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert, key)
         self.n, self.served, self.refused = n, 0, 0
+        self.accepted_at: list[float] = []
         self.sock = socket.create_server((addr, port))
         self.port = self.sock.getsockname()[1]
         self.stop = False
@@ -169,6 +170,7 @@ class RateLimitedSMTP:
                 c.close()
                 continue
             self.served += 1
+            self.accepted_at.append(time.monotonic())
             threading.Thread(target=self._session, args=(c,), daemon=True).start()
 
     def _session(self, c):
@@ -357,6 +359,8 @@ def test_mx_every_host_and_address_in_priority_order(tmp_path):
                 assert p["port"] == 25 and p["error"] is None, p
                 ids_ = {f["id"] for f in p["findings"]}
                 assert "cert.ok" in ids_ and "cert.hostname" not in ids_, p["findings"]
+            # audited in parallel: every server got its first connection before any got its last
+            assert max(s.accepted_at[0] for s in servers) < min(s.accepted_at[-1] for s in servers)
             # text form: one section per address, in order; --nagios: one line
             t = run(["check", "--mx", "example.org", "--resolver", dnsz.resolver, "--ca", str(ca.root)], env=base_env())
             order = [t.stdout.index(f"== MX {h} at {a}") for h, a in got]
