@@ -111,6 +111,8 @@ def test_hardened_dovecot_has_no_policy_finding(dove):
         assert p["protocols"]["TLSv1.2"] is True, p
         assert "cert.ok" in ids(p) and "cert.untrusted" not in ids(p)
         assert p["vulnerabilities"]["heartbleed"]["status"] == "not_vulnerable", p["vulnerabilities"]
+        if p["role"] in ("imap", "pop3"):
+            assert p["vulnerabilities"]["starttls_injection"]["status"] == "not_vulnerable", p["vulnerabilities"]
     assert all(p["tls"]["version"] in ("TLSv1.2", "TLSv1.3") for p in doc["ports"])  # the real handshake
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr
 
@@ -467,3 +469,73 @@ def test_odd_and_hostile_imap_servers(script, role, expect):
     else:
         assert expect in (p["error"] or ""), p
         assert r.returncode == 6
+
+
+class InjectableMail:
+    """A Python-ssl IMAP or POP3 server on 127.0.0.1 with STARTTLS/STLS; ``vulnerable``: it keeps
+    what was pipelined after STARTTLS in its buffer and answers it inside TLS (CVE-2011-0411)."""
+
+    def __init__(self, cert, key, *, pop3: bool, vulnerable: bool):
+        import ssl
+
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.pop3, self.vulnerable = pop3, vulnerable
+        self.srv = ScriptedServer(self._session)
+        self.port = self.srv.port
+
+    def _session(self, c):
+        buf = b""
+        c.sendall(b"+OK ready\r\n" if self.pop3 else b"* OK ready\r\n")
+        while True:
+            while b"\n" not in buf:
+                data = c.recv(4096)
+                if not data:
+                    return
+                buf += data
+            line, buf = buf.split(b"\n", 1)
+            words = line.strip().split()
+            if not words:
+                continue
+            tag, cmd = (b"", words[0].upper()) if self.pop3 else (words[0] + b" ", words[1].upper() if len(words) > 1 else b"")
+            if cmd in (b"STARTTLS", b"STLS"):
+                c.sendall(tag + (b"OK Begin TLS\r\n" if tag else b"+OK Begin TLS\r\n"))
+                if not self.vulnerable:
+                    buf = b""
+                c = self.ctx.wrap_socket(c, server_side=True)
+            elif cmd == b"CAPA":
+                c.sendall(b"+OK\r\nSTLS\r\n.\r\n")
+            elif cmd == b"CAPABILITY":
+                c.sendall(b"* CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED\r\n" + tag + b"OK done\r\n")
+            elif cmd in (b"LOGOUT", b"QUIT"):
+                c.sendall(b"* BYE\r\n" + tag + b"OK bye\r\n" if tag else b"+OK bye\r\n")
+                return
+            else:
+                c.sendall(tag + b"OK noop\r\n" if tag else b"+OK noop\r\n")
+
+    def close(self):
+        self.srv.close()
+
+
+@pytest.mark.parametrize("pop3", [False, True], ids=["imap", "pop3"])
+def test_starttls_injection_on_imap_and_pop3(tmp_path, pop3):
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    r = tool("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", key, "-out", cert, "-days", "30", "-subj", "/CN=inj.example.org")
+    assert r.returncode == 0, r.stderr
+    role = "pop3" if pop3 else "imap"
+    got = {}
+    for vulnerable in (True, False):
+        srv = InjectableMail(cert, key, pop3=pop3, vulnerable=vulnerable)
+        try:
+            r = run(["check", "127.0.0.1", "--port", f"{srv.port}:{role}", "--timeout", "3", "--json"], env=base_env())
+        finally:
+            srv.close()
+        p = json.loads(r.stdout)["ports"][0]
+        got[vulnerable] = (p["vulnerabilities"]["starttls_injection"], {f["id"]: f for f in p["findings"]})
+    v, fs = got[True]
+    assert v["status"] == "vulnerable" and "answered inside TLS" in v["detail"], v
+    assert fs["vuln.starttls_injection"]["severity"] == "HIGH" and "IMAP/POP3" in fs["vuln.starttls_injection"]["fix"]
+    v, fs = got[False]
+    assert v["status"] == "not_vulnerable", v
+    assert "vuln.starttls_injection" not in fs

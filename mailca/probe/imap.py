@@ -20,7 +20,8 @@ from .report import Finding, finding
 from .smtp import Endpoint, SMTPClient
 from .text import clean
 
-__all__ = ["IMAP_ROLES", "POP3_ROLES", "MAIL_ROLES", "DEFAULT_PORT", "MailClient", "open_for_tls", "policy_session"]
+__all__ = ["IMAP_ROLES", "POP3_ROLES", "MAIL_ROLES", "DEFAULT_PORT", "MailClient", "open_for_tls", "policy_session",
+           "starttls_injection"]
 
 IMAP_ROLES = ("imap", "imaps")
 POP3_ROLES = ("pop3", "pop3s")
@@ -150,7 +151,10 @@ class MailClient(SMTPClient):
             ok = status.startswith("+OK")
         if not ok:
             raise ConnectError(f"{self.ep.label}: {'STARTTLS' if self.imap else 'STLS'} refused ({clean(status, 200)})")
-        self._buf = b""  # anything pipelined after the OK would be a plaintext-injection hole
+        self.discard_pending()  # anything pipelined after the OK would be a plaintext-injection hole
+
+    def discard_pending(self) -> None:
+        self._buf = b""
 
     def quit(self) -> None:
         try:
@@ -240,3 +244,59 @@ def _plaintext_offers(c: MailClient, caps: list[str]) -> list[str]:
             weak.append("USER/PASS")
         weak += [cap for cap in caps if cap.startswith("SASL=") and cap[5:] in _PASSWORD_MECHS]
     return weak
+
+
+def starttls_injection(ep: Endpoint, *, sni: str | None):
+    """STARTTLS command injection on IMAP/POP3 (CVE-2011-0411 class, testssl.sh --SI): a
+    command pipelined in plaintext with STARTTLS / STLS must be discarded, not answered
+    inside TLS.  Returns a ``vulns.VulnResult``."""
+    from .smtp import TLSFailure
+    from .vulns import NOT_APPLICABLE, NOT_VULNERABLE, UNKNOWN, VULNERABLE, VulnResult
+
+    with MailClient(ep) as c:
+        c.connect()
+        c.greeting()
+        word = _starttls_word(c)
+        if c.imap:
+            c.send("m1 STARTTLS\r\nm2 NOOP")  # one write
+            deadline = time.monotonic() + ep.budget()
+            while True:
+                line = c.read_line("the STARTTLS reply", deadline)
+                if line.startswith("m1 "):
+                    break
+            ok = line[3:].upper().startswith("OK")
+        else:
+            c.send("STLS\r\nNOOP")
+            line = c.read_line("the STLS reply")
+            ok = line.startswith("+OK")
+        if not ok:
+            return VulnResult(NOT_APPLICABLE, f"{word} answered {clean(line, 80)}")
+        c.discard_pending()  # a plaintext answer to the NOOP (before TLS) is not the hole we look for
+        try:
+            c.start_tls(sni=sni)
+        except TLSFailure as exc:
+            return VulnResult(UNKNOWN, f"no TLS handshake after {word}: {exc.message}")
+        except ConnectError:
+            # The policy session's STARTTLS worked: this one was dropped for the pipelined
+            # command (Dovecot disconnects a client that sends data after STARTTLS).
+            return VulnResult(NOT_VULNERABLE, f"the server closed the connection when a command was pipelined "
+                                              f"with {word}")
+        c.send("m3 LOGOUT" if c.imap else "QUIT")
+        lines: list[str] = []
+        deadline = time.monotonic() + ep.budget()
+        try:
+            while len(lines) < 4:
+                lines.append(c.read_line("the replies inside TLS", deadline))
+                if c.imap and lines[-1].startswith("m3 "):
+                    break
+        except ConnectError:
+            pass  # the server closed after its last reply
+    if not lines:
+        return VulnResult(UNKNOWN, f"no reply inside TLS after {word}")
+    if c.imap:
+        hit = next((ln for ln in lines if ln.startswith("m2 ")), None)
+    else:
+        hit = lines[0] if len(lines) > 1 else None  # two answers to one QUIT: the NOOP ran inside TLS
+    if hit is None:
+        return VulnResult(NOT_VULNERABLE, f"the NOOP sent with {word} was discarded")
+    return VulnResult(VULNERABLE, f"the NOOP sent in plaintext with {word} was answered inside TLS ({clean(hit, 80)})")

@@ -126,7 +126,8 @@ CATALOG: dict[str, Check] = {c.id: c for c in (
     Check("vuln.checked", "OK", "vulnerability probes"),
     Check("vuln.starttls_injection", "HIGH",
           "STARTTLS command injection (CVE-2011-0411 class): plaintext pipelined after STARTTLS runs inside TLS",
-          "update the SMTP server (Postfix >= 2.8.1 / 2.7.3 / 2.6.9 discards input buffered before TLS)"),
+          "update the SMTP server (Postfix >= 2.8.1 / 2.7.3 / 2.6.9 discards input buffered before TLS); "
+          "IMAP/POP3: update the server (Dovecot discards it; Cyrus, Courier and others were fixed in 2011)"),
 
     # IMAP / POP3 policy (probe/imap.py)
     Check("imap.plaintext_auth", "HIGH", "IMAP allows a password in clear before STARTTLS (no LOGINDISABLED)",
