@@ -159,7 +159,7 @@ def test_policy_findings_over_real_starttls(leaf):
             "cipher_classes", "preferred_cipher", "server_cipher_order", "forward_secrecy", "dh_bits",
             "ecdh_group", "probes", "certificate", "findings"} <= set(port)
     assert set(port["findings"][0]) == {"id", "severity", "title", "detail", "fix", "port"}
-    assert {"chain", "trusted", "trust_error", "trust_store", "hostname_checked", "hostname_ok", "dane"} \
+    assert {"chain", "trusted", "trust_error", "trust_store", "hostname_checked", "hostname_ok", "dane", "days_left"} \
         == set(port["certificate"])
     got = {f["id"]: f for f in port["findings"]}
     assert got["smtp.auth_before_tls"]["severity"] == "HIGH"
@@ -266,7 +266,7 @@ def test_drop_mid_handshake():
 
 @pytest.mark.parametrize("args, message", [
     (["--port", "70000"], "not a port number"),
-    (["--port", "25:imap"], "unknown role 'imap'"),
+    (["--port", "25:ldap"], "unknown role 'ldap'"),
     (["--tlsa", "1 1 1 " + "00" * 32], "usage 1 (PKIX-TA/EE) is not used for SMTP"),
     (["--tlsa", "3 1 1 abcd"], "needs 32 bytes"),
     (["--tlsa", "3 1 x y"], "is not a TLSA record"),

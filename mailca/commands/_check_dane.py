@@ -8,21 +8,6 @@ from .common import emit_json
 
 
 
-def _system_resolver() -> str:
-    from ..errors import UsageError
-
-    try:
-        with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as fh:
-            for line in fh.read(65536).splitlines():
-                parts = line.split()
-                if len(parts) >= 2 and parts[0] == "nameserver":
-                    return parts[1]
-    except OSError:
-        pass
-    raise UsageError("no --resolver given and /etc/resolv.conf names no nameserver; give a validating resolver, "
-                     "e.g. --resolver 127.0.0.1@53")
-
-
 def run_dane(domain, *, host, resolver, at_date, nagios, ports, timeout, as_json):
     import datetime as dt
 
@@ -49,7 +34,9 @@ def run_dane(domain, *, host, resolver, at_date, nagios, ports, timeout, as_json
                 at = at.replace(tzinfo=dt.timezone.utc)
         except ValueError:
             raise UsageError(f"--at {at_date!r} is not an ISO date like 2027-06-01 or 2027-06-01T12:00:00Z") from None
-    srv = parse_server(resolver or _system_resolver(), "--resolver")
+    from ..dns.client import system_resolver  # shared with check --mx
+
+    srv = parse_server(resolver or system_resolver(), "--resolver")
     try:
         rep = danecheck.check_domain(dom, srv, port=int(port_s), at=at, timeout=min(timeout, 10.0), addr_override=host)
     except ConnectError as exc:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from ..errors import ConnectError, StoreError, UsageError
 
-__all__ = ["parse_server", "TsigKey", "load_tsig", "rdata_key", "query", "zone_of", "served_tlsa", "negative_ttl", "Change", "plan", "relative", "nsupdate_script", "PublishResult", "publish"]
+__all__ = ["parse_server", "TsigKey", "load_tsig", "rdata_key", "query", "zone_of", "served_tlsa", "negative_ttl", "Change", "plan", "relative", "nsupdate_script", "PublishResult", "publish",
+           "system_resolver", "resolve", "mx_hosts"]
 
 MAX_KEY_FILE = 64 * 1024
 TIMEOUT = 5.0
@@ -277,3 +278,65 @@ def publish(records, *, server: tuple[str, int], key: TsigKey, zone: str | None 
                          f"{dns.rcode.to_text(rc)}; does key {key.name} have the right to update it "
                          "(Knot: acl action update; BIND: update-policy)?")
     return PublishResult(zone, f"{server[0]}@{server[1]}", tuple(changes), False, absent)
+
+
+
+# --- resolving through a (validating) resolver: shared by check --mx and check --dane ------
+
+def system_resolver() -> str:
+    """The first ``nameserver`` of /etc/resolv.conf (the default --resolver)."""
+    try:
+        with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as fh:
+            for line in fh.read(65536).splitlines():
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver":
+                    return parts[1]
+    except OSError:
+        pass
+    raise UsageError("no --resolver given and /etc/resolv.conf names no nameserver; give a validating resolver, "
+                     "e.g. --resolver 127.0.0.1@53")
+
+
+def resolve(server: tuple[str, int], name: str, rtype: str, *, timeout: float = TIMEOUT) -> tuple[str, list]:
+    """(status, rdatas) of ``name``/``rtype`` asked recursively with the DO bit: status is
+    "secure" (AD set by the validating resolver), "insecure", "bogus" (SERVFAIL) or "nxdomain"."""
+    import dns.flags
+    import dns.rcode
+    import dns.rdatatype
+
+    r = query(server, name, rtype, rd=True, dnssec=True, timeout=timeout)
+    rc = r.rcode()
+    if rc == dns.rcode.SERVFAIL:
+        return "bogus", []
+    if rc == dns.rcode.NXDOMAIN:
+        return "nxdomain", []
+    if rc != dns.rcode.NOERROR:
+        raise ConnectError(f"DNS server {server[0]}@{server[1]} answered {dns.rcode.to_text(rc)} for {name} {rtype}")
+    want = dns.rdatatype.from_text(rtype)
+    rdatas = [rd for rrset in r.answer if rrset.rdtype == want for rd in rrset]
+    return ("secure" if r.flags & dns.flags.AD else "insecure"), rdatas
+
+
+def mx_hosts(server: tuple[str, int], domain: str, *, timeout: float = TIMEOUT) -> dict:
+    """The MX facts of ``domain``: the DNSSEC status of the MX answer and every MX host in
+    priority order (ties by name) with its A and AAAA addresses and their status.  No MX:
+    the domain itself (RFC 5321 5.1); a null MX ("0 ."): no hosts."""
+    status, rds = resolve(server, domain, "MX", timeout=timeout)
+    facts: dict = {"domain": domain, "mx_status": status, "null_mx": False, "implicit_mx": False, "hosts": []}
+    if status == "bogus":
+        return facts
+    pairs = sorted((rd.preference, rd.exchange.to_text().rstrip(".").lower()) for rd in rds)
+    if pairs and pairs[0][1] == "":
+        facts["null_mx"] = True
+        return facts
+    if not pairs and status != "nxdomain":
+        pairs = [(0, domain)]
+        facts["implicit_mx"] = True
+    for pref, host in pairs:
+        h: dict = {"name": host, "preference": pref, "addresses": [], "address_status": {}}
+        for rtype in ("A", "AAAA"):
+            st, ards = resolve(server, host, rtype, timeout=timeout)
+            h["address_status"][rtype] = st
+            h["addresses"] += sorted((rd.address for rd in ards), key=ipaddress.ip_address)
+        facts["hosts"].append(h)
+    return facts

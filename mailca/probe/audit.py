@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from ..errors import ConnectError
 from . import hello as H
-from . import tlsfeatures
+from . import imap, monitor, tlsfeatures
 from . import vulns
 from .report import Finding, PortReport, Report, finding
 from .smtp import Endpoint, PortDeadline, SMTPClient, TLSFailure, open_for_tls
@@ -39,6 +39,11 @@ PROTO_IDS = {H.SSL3: "protocol.sslv3", H.TLS1_0: "protocol.tls1_0", H.TLS1_1: "p
 _PASSWORD_MECHS = {"PLAIN", "LOGIN"}
 # Probe outcomes that say nothing about the server's TLS: it did not answer (in time).
 NO_ANSWER = ("timeout", "noconnect")
+
+
+class RateLimited(ConnectError):
+    """The policy session worked, then no probe connection got an answer: the server limits
+    connections (the audit is incomplete, the server does not refuse TLS)."""
 
 
 class ProtocolError(ConnectError):
@@ -55,6 +60,7 @@ class Options:
     workers: int = 8
     port_deadline: float = 30.0
     now: _dt.datetime | None = None
+    warn_days: int | None = None
 
 
 # --- phase 1: the real SMTP session ------------------------------------------------------
@@ -65,6 +71,8 @@ def policy_session(ep: Endpoint, opts: Options) -> tuple[dict, list[Finding], li
     chain: list[bytes] = []
     port = ep.port
     sni = opts.name
+    if ep.role in imap.MAIL_ROLES:
+        return imap.policy_session(ep, opts, _handshake)
     with SMTPClient(ep) as c:
         c.connect()
         if ep.implicit_tls:
@@ -161,6 +169,8 @@ class Prober:
         self.count = 0
         self.unanswered: list[str] = []
         self.protocol_errors: list[str] = []
+        self.retries = 0
+        self.refused_after_retries = 0
         self._lock = threading.Lock()
 
     def one(self, version: int, suites, *, full: bool = False) -> H.HelloResult:
@@ -170,12 +180,27 @@ class Prober:
         with self._lock:
             self.count += 1
         what = f"{H.VERSION_NAMES[version]} ClientHello ({len(suites)} suites)"
-        try:
-            sock = open_for_tls(self.ep)
-        except PortDeadline:
-            r = H.HelloResult("timeout", detail="not sent: the port deadline ran out")
-        except ConnectError as exc:
-            r = H.HelloResult("noconnect", detail=exc.message)
+        # A server that rate-limits refuses or drops new connections for a while: retry with
+        # backoff (0.25, 0.5, 1, 2 s) within the port deadline before calling it unanswered.
+        delay = 0.25
+        for attempt in range(5):
+            sock, r = self._open(what)
+            if sock is not None or r.outcome != "noconnect" or attempt == 4:
+                break
+            with self._lock:
+                self.retries += 1
+            try:
+                left = self.ep.budget()
+            except PortDeadline:
+                break
+            if left <= delay:
+                break
+            time.sleep(delay)
+            delay *= 2
+        if sock is None:
+            with self._lock:
+                if r.outcome == "noconnect":
+                    self.refused_after_retries += 1
         else:
             try:
                 r = H.probe(sock, version, suites, sni=self.opts.name, timeout=self.ep.budget(), full=full)
@@ -191,6 +216,14 @@ class Prober:
             elif r.outcome == "protocol_error":
                 self.protocol_errors.append(f"{what}: {r.detail}")
         return r
+
+    def _open(self, what: str):
+        try:
+            return open_for_tls(self.ep), None
+        except PortDeadline:
+            return None, H.HelloResult("timeout", detail="not sent: the port deadline ran out")
+        except ConnectError as exc:
+            return None, H.HelloResult("noconnect", detail=exc.message)
 
     def many(self, jobs: dict) -> dict:
         futs = {k: self.pool.submit(self.one, *args, **kw) for k, (args, kw) in jobs.items()}
@@ -221,7 +254,7 @@ def tls_probes(pr: Prober) -> tuple[dict, list[Finding]]:
     if not accepted:
         pr.ep.budget()  # raises PortDeadline if that is why nothing was accepted
         if unknown == set(H.VERSIONS):
-            raise ConnectError(f"{pr.ep.label}: no answer to any ClientHello probe "
+            raise RateLimited(f"{pr.ep.label}: no answer to any ClientHello probe "
                                f"({res[H.TLS1_2].detail}); is the server rate-limiting?")
         why = "; ".join(f"{H.VERSION_NAMES[v]}: {res[v].detail or res[v].outcome}" for v in H.VERSIONS)
         raise ConnectError(f"{pr.ep.label}: no TLS version accepted ({why})")
@@ -346,8 +379,18 @@ def audit_port(ep: Endpoint, opts: Options) -> PortReport:
             fs.extend(pfs)
             if not chain:
                 chain = raw_chain
+        except RateLimited as exc:
+            incomplete.append(exc.message)
         except ConnectError as exc:
             error = exc.message
+        if pr is not None and error is None and pr.refused_after_retries:
+            # The first connection worked, later ones were refused/dropped even after backoff.
+            facts["status"] = "incomplete: rate limited"
+            n = pr.refused_after_retries
+            fs.append(finding("check.rate_limited", f"{n} of {pr.count} probe connection(s) refused or dropped "
+                                                    f"after {pr.retries} retries with backoff; the findings cover "
+                                                    "only what was answered", port=ep.port))
+            incomplete.insert(0, f"rate limited: {n} probe connection(s) refused after retries with backoff")
         if pr is not None:
             facts["probes"] = pr.count + 1
             if pr.unanswered:
@@ -359,6 +402,8 @@ def audit_port(ep: Endpoint, opts: Options) -> PortReport:
                                             tlsa=list(opts.tlsa), now=opts.now or utcnow())
             facts["certificate"] = cfacts
             fs.extend(cfs)
+            cfacts["days_left"] = monitor.days_left(chain, opts.now or utcnow())
+            fs.extend(monitor.expiry_warnings(chain, opts.warn_days, opts.now or utcnow(), port=ep.port, already=cfs))
         facts["tls_features"], ffs = feat.finish(port=ep.port, name=opts.name, chain=chain,
                                                  chain_facts=facts.get("certificate", {}).get("chain", []),
                                                  timeout=max(ep.deadline - time.monotonic(), 0) if ep.deadline else 60)

@@ -72,7 +72,7 @@ CATALOG: dict[str, Check] = {c.id: c for c in (
     Check("cipher.no_aead", "MEDIUM", "no AEAD cipher (AES-GCM, ChaCha20-Poly1305) offered",
           "smtpd_tls_protocols = >=TLSv1.2 with smtpd_tls_ciphers = medium (OpenSSL >= 1.0.1)"),
     Check("cipher.order", "MEDIUM", "server does not enforce its own cipher order",
-          "tls_preempt_cipherlist = yes in main.cf"),
+          "tls_preempt_cipherlist = yes in main.cf (Dovecot: ssl_prefer_server_ciphers = yes)"),
     Check("cipher.no_fs", "MEDIUM", "no forward-secret (ECDHE/DHE) cipher offered",
           "smtpd_tls_eecdh_grade = auto (default) and do not exclude kEECDH/kEDH"),
     Check("cipher.fs_not_preferred", "LOW", "server prefers a cipher without forward secrecy",
@@ -126,8 +126,27 @@ CATALOG: dict[str, Check] = {c.id: c for c in (
     Check("vuln.checked", "OK", "vulnerability probes"),
     Check("vuln.starttls_injection", "HIGH",
           "STARTTLS command injection (CVE-2011-0411 class): plaintext pipelined after STARTTLS runs inside TLS",
-          "update the SMTP server (Postfix >= 2.8.1 / 2.7.3 / 2.6.9 discards input buffered before TLS)"),
+          "update the SMTP server (Postfix >= 2.8.1 / 2.7.3 / 2.6.9 discards input buffered before TLS); "
+          "IMAP/POP3: update the server (Dovecot discards it; Cyrus, Courier and others were fixed in 2011)"),
 
+    # IMAP / POP3 policy (probe/imap.py)
+    Check("imap.plaintext_auth", "HIGH", "IMAP allows a password in clear before STARTTLS (no LOGINDISABLED)",
+          "Dovecot: disable_plaintext_auth = yes (2.4: auth_allow_cleartext = no) in conf.d/10-auth.conf and "
+          "ssl = required in conf.d/10-ssl.conf"),
+    Check("pop3.plaintext_auth", "HIGH", "POP3 offers USER/PASS or SASL PLAIN/LOGIN before STLS",
+          "Dovecot: disable_plaintext_auth = yes (2.4: auth_allow_cleartext = no) in conf.d/10-auth.conf and "
+          "ssl = required in conf.d/10-ssl.conf"),
+    Check("imap.no_starttls", "HIGH", "IMAP STARTTLS not offered",
+          "Dovecot: ssl = required with ssl_cert/ssl_key set in conf.d/10-ssl.conf (or use port 993 only)"),
+    Check("pop3.no_stls", "HIGH", "POP3 STLS not offered",
+          "Dovecot: ssl = required with ssl_cert/ssl_key set in conf.d/10-ssl.conf (or use port 995 only)"),
+    # monitoring (probe/monitor.py)
+    Check("cert.expiry_warning", "MEDIUM", "certificate expires within --warn-days",
+          "renew: 'mailca renew' (then 'postfix reload' / 'doveadm reload')"),
+    Check("check.rate_limited", "MEDIUM", "incomplete: rate limited (the server stopped answering new connections)",
+          "rerun with --parallel 1 and a longer --port-deadline, or from an address the server's limits "
+          "exempt (Postfix: smtpd_client_connection_rate_limit / anvil, postscreen; Dovecot: "
+          "mail_max_userip_connections, login_processes)"),
     Check("tls.handshake", "OK", "TLS handshake"),
 )}
 

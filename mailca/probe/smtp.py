@@ -22,8 +22,9 @@ from .text import clean
 
 __all__ = ["ROLES", "DEFAULT_ROLE", "Endpoint", "SMTPClient", "open_for_tls", "TLSFailure"]
 
-ROLES = ("smtp", "submission", "submissions")
-DEFAULT_ROLE = {25: "smtp", 587: "submission", 465: "submissions"}
+ROLES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
+DEFAULT_ROLE = {25: "smtp", 587: "submission", 465: "submissions", 143: "imap", 993: "imaps", 110: "pop3", 995: "pop3s"}
+IMPLICIT_ROLES = ("submissions", "imaps", "pop3s")
 _REPLY = re.compile(rb"^(\d{3})([ -])(.*)$")
 _MAX_LINE = 4096
 _MAX_LINES = 200
@@ -57,7 +58,7 @@ class Endpoint:
 
     @property
     def implicit_tls(self) -> bool:
-        return self.role == "submissions"
+        return self.role in IMPLICIT_ROLES
 
     @property
     def label(self) -> str:
@@ -245,6 +246,10 @@ class SMTPClient:
 def open_for_tls(ep: Endpoint) -> socket.socket:
     """A connected socket on which the next bytes we send are a TLS ClientHello: after
     banner, EHLO and STARTTLS, or straight away on an implicit-TLS port."""
+    if ep.role not in ("smtp", "submission", "submissions"):
+        from .imap import open_for_tls as mail_open_for_tls  # IMAP / POP3
+
+        return mail_open_for_tls(ep)
     c = SMTPClient(ep)
     sock = c.connect()
     if ep.implicit_tls:

@@ -455,7 +455,7 @@ class _Scan:
             return {}
         base = [openssl, "s_client", "-connect", f"{_hostport(self.ep)}", "-tls1_3"]
         if not self.ep.implicit_tls:
-            base += ["-starttls", "smtp"]
+            base += ["-starttls", {"imap": "imap", "pop3": "pop3"}.get(self.ep.role, "smtp")]
         base += ["-servername", self.sni] if self.sni and not is_ip_literal(self.sni) else ["-noservername"]
         with tempfile.TemporaryDirectory(prefix="mailca-0rtt-") as tmp:
             sess = os.path.join(tmp, "sess.pem")
@@ -727,7 +727,9 @@ def evaluate(raw: dict, *, port: int, name: str | None, chain: list[bytes], chai
         higher = any(ok for v, ok in versions.items() if v > lower)
         f = raw[probe_key]
         if versions.get(lower) and higher and known(f):
-            refused = f.outcome == "alert" and f.alert == 86
+            # inappropriate_fallback (86), or any refusal of a hello the server accepts without the
+            # SCSV: Dovecot closes the connection without flushing the alert (seen on 2.3.19).
+            refused = not f.accepted
             fb = refused if fb is None else (fb and refused)
             if not refused:
                 fs.append(finding("tls.no_fallback_scsv", f"a {H.VERSION_NAMES[lower]} ClientHello with "

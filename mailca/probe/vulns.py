@@ -435,8 +435,12 @@ def start(ep: Endpoint, sni: str | None, pool) -> Jobs:
     }
     for i in range(len(ROBOT_VARIANTS)):
         jobs[("robot", 0, i)] = (_on_socket, ep, robot_variant, {"variant": i, "sni": sni})
-    if not ep.implicit_tls:
+    if not ep.implicit_tls and ep.role in ("smtp", "submission"):
         jobs["starttls_injection"] = (_guard, starttls_injection, ep, {"sni": sni})
+    elif not ep.implicit_tls:  # IMAP / POP3
+        from .imap import starttls_injection as mail_injection
+
+        jobs["starttls_injection"] = (_guard, mail_injection, ep, {"sni": sni})
     futs = {k: pool.submit(fn, a, b, **kw) for k, (fn, a, b, kw) in jobs.items()}
     return Jobs(ep, sni, pool, futs)
 
