@@ -38,7 +38,10 @@ EXIM_CACHE="${MAILCA_EXIM_CACHE:-/var/cache/mailca-test/exim}"
 if [[ $(id -u) -eq 0 && ! -x "$EXIM_CACHE/root/usr/sbin/exim4" ]]; then
   mkdir -p "$EXIM_CACHE"
   if ! ls "$EXIM_CACHE"/exim4-daemon-light_*.deb >/dev/null 2>&1 || ! ls "$EXIM_CACHE"/exim4-base_*.deb >/dev/null 2>&1; then
-    (cd "$EXIM_CACHE" && apt-get download exim4-base exim4-daemon-light)
+    # stale package lists (no apt-get update above when every package was already installed)
+    # can name a version the mirror no longer has: update once and retry
+    (cd "$EXIM_CACHE" && apt-get download -q exim4-base exim4-daemon-light) ||
+      { apt-get update -q && (cd "$EXIM_CACHE" && apt-get download -q exim4-base exim4-daemon-light); }
   fi
   rm -rf "$EXIM_CACHE/root.tmp" && mkdir -p "$EXIM_CACHE/root.tmp"
   for deb in "$EXIM_CACHE"/exim4-base_*.deb "$EXIM_CACHE"/exim4-daemon-light_*.deb; do dpkg -x "$deb" "$EXIM_CACHE/root.tmp"; done
