@@ -457,6 +457,20 @@ class _Scan:
         if not self.ep.implicit_tls:
             base += ["-starttls", {"imap": "imap", "pop3": "pop3"}.get(self.ep.role, "smtp")]
         base += ["-servername", self.sni] if self.sni and not is_ip_literal(self.sni) else ["-noservername"]
+        # OpenSSL's server accepts early data only when the client's ticket age agrees with its
+        # own, which it counts in whole seconds: a resumption that straddles a second boundary
+        # the wrong way is rejected now and then (seen in CI on haproxy while sslyze, a moment
+        # later, was accepted).  So a rejection is tried again with a fresh ticket, three times
+        # at most; a server whose tickets allow no early data answers in the first round.
+        out: dict = {}
+        for _ in range(3):
+            out = self._early_data_once(base)
+            if not out.get("max_early_data") or out.get("accepted"):
+                return out
+        return out
+
+    def _early_data_once(self, base: list[str]) -> dict:
+        openssl = base[0]
         with tempfile.TemporaryDirectory(prefix="mailca-0rtt-") as tmp:
             sess = os.path.join(tmp, "sess.pem")
             # The ticket arrives after the handshake; s_client writes it to -sess_out then.
