@@ -120,7 +120,7 @@ if [[ $# -eq 0 && "${MAILCA_SKIP_FAKETIME:-}" != "1" ]]; then
   for offset in +1d +400d +1461d; do
     echo "== date-sensitive tests under faketime $offset"
     MAILCA_FAULT_TRIALS_SCALE=0.25 \
-      faketime -f "$offset" "$VENV/bin/python" -P -m pytest -q -p no:cacheprovider \
+      faketime -f "$offset" "$VENV/bin/python" -P -m pytest -q -p no:cacheprovider -n 2 --dist loadfile \
       $(cat scripts/date-sensitive-tests.txt | grep -Ev '^\s*(#|$)') || rc=1
   done
 fi
