@@ -296,6 +296,9 @@ def test_one_bad_port_among_good_ones(leaf):
     good, bad = rep["ports"]
     assert good["error"] is None and good["protocols"]["TLSv1.3"] is True
     assert "connection refused" in bad["error"] and bad["findings"] == []
+    # how each port speaks TLS, and what its real handshake gave (none for the refused port)
+    assert good["tls_mode"] == bad["tls_mode"] == "starttls"
+    assert good["tls"]["version"] in ("TLSv1.2", "TLSv1.3") and bad["tls"] is None
     assert f"port {closed}: connection refused" in r.stderr
 
 

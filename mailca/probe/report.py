@@ -238,9 +238,11 @@ class PortReport:
     incomplete: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
-        return {"port": self.port, "role": self.role, "tls": self.tls, "error": self.error,
+        # "tls_mode" is how the port speaks TLS (starttls/implicit); "tls" is what the real
+        # handshake gave (version and cipher, or its error), null when it was never reached
+        return {"port": self.port, "role": self.role, "tls_mode": self.tls, "error": self.error,
                 "incomplete": list(self.incomplete),
-                "elapsed_seconds": round(self.elapsed, 3), **self.facts,
+                "elapsed_seconds": round(self.elapsed, 3), "tls": None, **self.facts,
                 "findings": [f.to_json() for f in self.findings]}
 
 
