@@ -40,6 +40,8 @@ class MailClient(SMTPClient):
     """IMAP or POP3 over a socket (later over TLS), one line at a time.  Transport, TLS and
     timeouts are those of ``SMTPClient``."""
 
+    _show = staticmethod(_printable)  # escaped, as everything a server sends
+
     def __init__(self, endpoint: Endpoint):
         super().__init__(endpoint)
         self.imap = endpoint.role in IMAP_ROLES
@@ -52,16 +54,7 @@ class MailClient(SMTPClient):
     def read_line(self, what: str, deadline: float | None = None) -> str:
         if deadline is None:
             deadline = time.monotonic() + self.ep.budget()
-        while b"\n" not in self._buf:
-            if len(self._buf) > _MAX_LINE:
-                raise ConnectError(f"{self.ep.label}: does not speak {self.proto} (line too long: "
-                                   f"{_printable(self._buf)!r})")
-            chunk = self._recv(what, deadline)
-            if not chunk:
-                got = f" after {_printable(self._buf)!r}" if self._buf else ""
-                raise ConnectError(f"{self.ep.label}: server closed the connection while we waited for {what}{got}")
-            self._buf += chunk
-        raw, self._buf = self._buf.split(b"\n", 1)
+        raw = self._line(what, deadline)
         if len(raw) > _MAX_LINE:
             raise ConnectError(f"{self.ep.label}: does not speak {self.proto} (line too long)")
         return raw.rstrip(b"\r").decode("utf-8", "replace")

@@ -120,6 +120,25 @@ class SMTPClient:
     def __exit__(self, *exc):
         self.close()
 
+    proto = "SMTP"                  # named in "does not speak ..." errors
+    _show = staticmethod(_printable)  # how peer bytes appear in those errors
+
+    def _line(self, what: str, deadline: float) -> bytes:
+        """The next line the server sent (without its LF), never buffering more than
+        _MAX_LINE bytes while waiting for it."""
+        while b"\n" not in self._buf:
+            if len(self._buf) > _MAX_LINE:
+                raise ConnectError(f"{self.ep.label}: does not speak {self.proto} (line too long: "
+                                   f"{self._show(self._buf)!r})")
+            chunk = self._recv(what, deadline)
+            if not chunk:
+                got = f" after {self._show(self._buf)!r}" if self._buf else ""
+                raise ConnectError(f"{self.ep.label}: server closed the connection while we waited "
+                                   f"for {what}{got}")
+            self._buf += chunk
+        raw, self._buf = self._buf.split(b"\n", 1)
+        return raw
+
     def _recv(self, what: str, deadline: float) -> bytes:
         """Some bytes, or b"" at EOF; the whole reply must arrive before ``deadline``
         (a server dribbling one byte at a time cannot stretch the timeout)."""
@@ -161,18 +180,7 @@ class SMTPClient:
         code = None
         deadline = time.monotonic() + self.ep.budget()
         while True:
-            while b"\n" not in self._buf:
-                if len(self._buf) > _MAX_LINE:
-                    raise ConnectError(f"{self.ep.label}: does not speak SMTP (line too long: "
-                                       f"{_printable(self._buf)!r})")
-                chunk = self._recv(what, deadline)
-                if not chunk:
-                    got = f" after {_printable(self._buf)!r}" if self._buf else ""
-                    raise ConnectError(f"{self.ep.label}: server closed the connection while we waited "
-                                       f"for {what}{got}")
-                self._buf += chunk
-            raw, self._buf = self._buf.split(b"\n", 1)
-            raw = raw.rstrip(b"\r")
+            raw = self._line(what, deadline).rstrip(b"\r")
             m = _REPLY.match(raw) or (re.match(rb"^(\d{3})()$", raw))
             if not m:
                 raise ConnectError(f"{self.ep.label}: does not speak SMTP (expected a reply like "
